@@ -1,0 +1,213 @@
+"""The one place that turns a composed config into objects.
+
+Every range check happens here, before the first training tensor is allocated and
+before a tracking run is opened, so bad values cost nothing and leave no stray run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from snnrun.data import BuildContext, DataBundle
+from snnrun.data.encoding import make_encoder
+from snnrun.data.loader import BatchLoader
+from snnrun.data.registry import DATASETS
+from snnrun.models import ARCHS
+from snnrun.models.readout import stbp_loss
+from snnrun.snn.lif import LIFParams
+from snnrun.train.loop import LossFn
+
+# Independent random streams derived from the one `seed` (data order uses the seed
+# itself inside BatchLoader): changing one consumer never shifts another's draws.
+STREAM_DATA, STREAM_INIT, STREAM_TRAIN_ENC, STREAM_EVAL_ENC = 1, 2, 3, 4
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and a valid value."""
+
+
+@dataclass
+class Parts:
+    """Everything a training run needs, built from one config."""
+
+    data: DataBundle
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    loss_fn: LossFn
+    encoders: tuple
+    loaders: tuple[BatchLoader, BatchLoader]
+    device: torch.device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else as torch names it."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"device={name} is not a device: use auto, cpu or cuda"
+        ) from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available: use device=cpu")
+    return device
+
+
+def seeded_generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` for one random stream of this run."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed * 1_000_003 + stream)
+    return generator
+
+
+def lif_params(stbp: DictConfig) -> LIFParams:
+    """The neuron parameters of the ``stbp`` group, range-checked."""
+    if stbp.time_steps <= 0:
+        raise ConfigError(
+            f"stbp.time_steps={stbp.time_steps}: the number of time steps must be > 0"
+        )
+    params = LIFParams(
+        decay=stbp.decay,
+        threshold=stbp.threshold,
+        reset_form=stbp.reset_form,
+        spike_cmp=stbp.spike_cmp,
+        surrogate=stbp.surrogate,
+        surrogate_a=stbp.surrogate_a,
+        detach_reset=stbp.detach_reset,
+        td_grad=stbp.td_grad,
+    )
+    try:
+        return params.validate()
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def check_trainer(cfg: DictConfig) -> None:
+    """Ranges of the loop and optimiser settings."""
+    positive = {
+        "trainer.epochs": cfg.trainer.epochs,
+        "trainer.batch_size": cfg.trainer.batch_size,
+        "trainer.eval_batch_size": cfg.trainer.eval_batch_size,
+        "trainer.eval_repeats": cfg.trainer.eval_repeats,
+        "optim.lr": cfg.optim.lr,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}={value} must be > 0")
+    for key in ("max_batches", "max_eval_batches"):
+        value = cfg.trainer[key]
+        if value is not None and value <= 0:
+            raise ConfigError(f"trainer.{key}={value} must be > 0 (or null for all)")
+
+
+def build_data(cfg: DictConfig) -> DataBundle:
+    """Load the dataset named by ``dataset.name`` (reads, verifies, maybe downloads)."""
+    schema, build = DATASETS[cfg.dataset.name]
+    context = BuildContext(
+        data_root=Path(cfg.paths.data_root).expanduser().resolve(),
+        cache_root=Path(cfg.paths.cache_root).expanduser().resolve(),
+        time_steps=cfg.stbp.time_steps,
+        generator=seeded_generator(cfg.seed, STREAM_DATA, torch.device("cpu")),
+    )
+    return build(_to_dataclass(cfg.dataset, schema), context)
+
+
+def build_model(cfg: DictConfig, data: DataBundle, lif: LIFParams) -> nn.Module:
+    """The spiking network of ``arch``, sized by the data; init seeded by ``seed``."""
+    schema, build = ARCHS[cfg.arch.name]
+    # Layer init draws from torch's global RNG; fork it so the run's seed fixes the
+    # weights without leaving the global state changed for anyone else.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed * 1_000_003 + STREAM_INIT)
+        try:
+            return build(
+                _to_dataclass(cfg.arch, schema),
+                in_shape=data.meta.in_shape,
+                num_classes=data.meta.num_classes,
+                lif=lif,
+            )
+        except ValueError as error:
+            raise ConfigError(str(error)) from error
+
+
+def build_optimizer(
+    optim: DictConfig, model: nn.Module
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+    """Adam or SGD plus the step schedule (×gamma after each milestone epoch)."""
+    params = model.parameters()
+    if optim.name == "adam":
+        optimizer = torch.optim.Adam(
+            params,
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.SGD(
+            params,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+        )
+    if not optim.milestones:
+        return optimizer, None
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(optim.milestones), gamma=optim.gamma
+    )
+    return optimizer, scheduler
+
+
+def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
+    """Config → data, model, optimiser, loss, encoders, loaders on the chosen device."""
+    check_trainer(cfg)
+    lif = lif_params(cfg.stbp)
+    device = resolve_device(cfg.device)
+    data = build_data(cfg)
+    model = build_model(cfg, data, lif).to(device)
+    optimizer, scheduler = build_optimizer(cfg.optim, model)
+    form = str(getattr(cfg.stbp.loss_form, "value", cfg.stbp.loss_form))
+
+    def loss_fn(rate: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return stbp_loss(rate, labels, form)
+
+    encoders = tuple(
+        make_encoder(
+            data.meta.encoding,
+            cfg.stbp.time_steps,
+            seeded_generator(cfg.seed, stream, device),
+        )
+        for stream in (STREAM_TRAIN_ENC, STREAM_EVAL_ENC)
+    )
+    loaders = (
+        BatchLoader(
+            data.train,
+            cfg.trainer.batch_size,
+            shuffle=True,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+        ),
+        BatchLoader(
+            data.test,
+            cfg.trainer.eval_batch_size,
+            shuffle=False,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+        ),
+    )
+    return Parts(data, model, optimizer, scheduler, loss_fn, encoders, loaders, device)
+
+
+def _to_dataclass(node: DictConfig, schema: type) -> object:
+    """A typed config node as its dataclass (the group's schema)."""
+    obj = OmegaConf.to_object(node)
+    return obj if isinstance(obj, schema) else schema(**obj)

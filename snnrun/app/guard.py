@@ -1,0 +1,108 @@
+"""Ends every run the same way, whatever stopped it.
+
+Tracking runs get FINISHED / FAILED / KILLED, progress displays are closed, and a
+user error (bad value, bad data, bad checkpoint, NaN loss, unreachable store) becomes
+one clear line on stderr and a non-zero exit instead of a bare traceback (the full
+traceback still goes to the run's ``train.log``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType, TracebackType
+
+log = logging.getLogger(__name__)
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def is_user_error(error: BaseException) -> bool:
+    """snnrun's own exceptions carry a message written for the user."""
+    return type(error).__module__.startswith("snnrun.")
+
+
+class RunGuard:
+    """Context manager around one training job.
+
+    Args:
+        run_dir: the job's output folder, named in the closing messages.
+        resume_hint: the command that continues this run after an interruption.
+    """
+
+    def __init__(self, run_dir: Path, resume_hint: str) -> None:
+        self.run_dir = run_dir
+        self.resume_hint = resume_hint
+        self.closers: list[Callable[[str], None]] = []
+        self.stop: Callable[[], None] | None = None  # graceful stop, set by the app
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> RunGuard:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            # ValueError off the main thread: leave signals alone there.
+            with contextlib.suppress(ValueError):
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # First signal: stop at the next batch boundary so the checkpoint matches its
+        # position. A second one (or one before training starts) stops at once.
+        if self.stop is not None:
+            log.warning(
+                "%s received: stopping after this batch (again to abort)",
+                signal.Signals(signum).name,
+            )
+            self.stop()
+            self.stop = None
+            return
+        raise KeyboardInterrupt
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        status = _status(exc)
+        for close in self.closers:
+            try:
+                close(status)
+            except Exception:  # closing must not mask the original error
+                log.exception("error while closing the run")
+        if exc is None:
+            log.info("run folder: %s", self.run_dir)
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            _fail(
+                f"interrupted; checkpoint and logs in {self.run_dir}. "
+                f"Resume with: {self.resume_hint}",
+                EXIT_INTERRUPTED,
+            )
+        if isinstance(exc, Exception) and is_user_error(exc):
+            log.debug("details", exc_info=exc)
+            _fail(f"{exc}\n(run folder: {self.run_dir})", EXIT_USER_ERROR)
+        log.error(
+            "unexpected error; the traceback follows (run folder: %s)", self.run_dir
+        )
+        return False
+
+
+def _status(exc: BaseException | None) -> str:
+    if exc is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def _fail(message: str, code: int) -> None:
+    if logging.getLogger().handlers:  # under Hydra: console and the run's train.log
+        log.error("snnrun: error: %s", message)
+    else:
+        sys.stderr.write(f"snnrun: error: {message}\n")
+    raise SystemExit(code)

@@ -1,0 +1,120 @@
+"""Config → the observers of a run: MLflow tracking and the progress display.
+
+MLflow params are the resolved config flattened to the dotted keys users type
+(``stbp.decay``), so UI columns map 1:1 to overrides; data provenance goes in as
+``data.*`` params; tags carry the git commit, overrides and the substitute label.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from snnrun.app.schema import project_root
+from snnrun.data import DataMeta
+from snnrun.train.hooks import Hook
+
+NOT_PARAMS = ("paths", "tags")  # machine-specific folders and free tags
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"stbp": {"decay": 0.2}}`` → ``{"stbp.decay": 0.2}``; lists become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value) if isinstance(value, (list, tuple)) else value
+    return flat
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The config as plain containers, interpolations resolved, enums as names."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def run_name(cfg: DictConfig, overrides: list[str], meta: DataMeta) -> str:
+    """``logger.run_name``, else the overrides, else ``<dataset>-<arch>``."""
+    name = (
+        cfg.logger.run_name
+        or " ".join(overrides)
+        or (f"{cfg.dataset.name}-{cfg.arch.name}")
+    )
+    if meta.tags.get("substitute") == "true":
+        name += " [synthetic substitute]"
+    return name
+
+
+def git_commit() -> str | None:
+    """The checkout's HEAD commit, when snnrun runs from a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def make_tracker(
+    cfg: DictConfig,
+    meta: DataMeta,
+    run_dir: Path,
+    overrides: list[str],
+    resume_run_id: str | None = None,
+) -> Hook | None:
+    """An MLflow hook for ``logger=mlflow`` (MLflow is imported only then)."""
+    if cfg.logger.name != "mlflow":
+        return None
+    from snnrun.track.mlflow import MLflowHook, check_store
+
+    check_store(cfg.logger.tracking_uri)
+    config = resolved(cfg)
+    params = {
+        k: v for k, v in flatten(config).items() if k.split(".")[0] not in NOT_PARAMS
+    }
+    params.update({f"data.{k}": v for k, v in meta.provenance.items()})
+    tags = {
+        "dataset": meta.name,
+        "run_dir": str(run_dir),
+        "overrides": " ".join(overrides),
+        **meta.tags,
+        **dict(cfg.tags),
+    }
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return MLflowHook(
+        tracking_uri=cfg.logger.tracking_uri,
+        experiment=cfg.logger.experiment or cfg.dataset.name,
+        run_name=run_name(cfg, overrides, meta),
+        params=params,
+        tags=tags,
+        artifacts={
+            "config.yaml": OmegaConf.to_yaml(config),
+            "overrides.yaml": OmegaConf.to_yaml(list(overrides)),
+        },
+        run_id=resume_run_id,
+        log_checkpoints=cfg.logger.log_checkpoints,
+    )
+
+
+def make_progress(cfg: DictConfig) -> Hook | None:
+    """Bars on a terminal, plain log lines otherwise (``trainer.progress``)."""
+    mode = str(getattr(cfg.trainer.progress, "value", cfg.trainer.progress))
+    if mode == "off":
+        return None
+    from snnrun.track.progress import RichProgressHook
+
+    enabled = {"auto": None, "rich": True, "plain": False}[mode]
+    return RichProgressHook(enabled=enabled, log_every=cfg.trainer.log_every)

@@ -1,0 +1,119 @@
+"""Turn a batch into the spike input ``[T, B, ...]`` the network steps through.
+
+STBP spec section 6: a static image is Bernoulli rate-encoded afresh at every step,
+
+    p = pixel / 255 ∈ [0, 1]        (no mean/std normalisation, no rate scaling)
+    o[t] = 1[r < p],  r ~ U[0, 1)   drawn for every pixel, sample and step t
+
+with r from a dedicated, seeded ``torch.Generator`` on the compute device (training
+and evaluation use separate ones). Event data arrive as ready frames and only move
+the time axis to the front. Both encoders expose ``.generator`` so a checkpoint can
+save and restore its state for an exact resume.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+ENCODINGS = ("rate", "frames")
+
+
+class Encoder(Protocol):
+    """Batch ``[B, ...]`` from a loader → float32 spikes ``[T, B, ...]``."""
+
+    time_steps: int
+    generator: torch.Generator | None
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class RateEncoder:
+    """Bernoulli rate coding of uint8 intensities, one independent draw per step.
+
+    Args:
+        time_steps: T, the number of simulation steps.
+        generator: source of r; must live on the device of the batches it encodes.
+    """
+
+    def __init__(self, time_steps: int, generator: torch.Generator) -> None:
+        self.time_steps = _check_time_steps(time_steps)
+        self.generator = generator
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        """Encode intensities.
+
+        Args:
+            x: uint8 ``[B, ...]`` (0..255), on the compute device.
+
+        Returns:
+            float32 ``[T, B, ...]`` in {0., 1.}, on ``x``'s device, without grad.
+        """
+        if x.dtype != torch.uint8:
+            raise TypeError(
+                f"RateEncoder expects uint8 intensities 0..255, got {x.dtype}; "
+                "datasets with encoding='rate' must keep x as uint8"
+            )
+        if self.generator.device.type != x.device.type:
+            raise ValueError(
+                f"the encoder's generator is on {self.generator.device} but the batch "
+                f"is on {x.device}; create the generator on the compute device"
+            )
+        r = torch.rand(
+            (self.time_steps, *x.shape), generator=self.generator, device=x.device
+        )
+        # Broadcasting p = x/255 over T draws every step in one kernel, no loop over t.
+        return (r < x.float() / 255).float()
+
+
+class FrameEncoder:
+    """Pass ready frames through, time axis first.
+
+    Args:
+        time_steps: T; every sample must hold exactly this many frames.
+        generator: unused (frames are deterministic); kept so every encoder exposes
+            ``.generator`` alike.
+    """
+
+    def __init__(
+        self, time_steps: int, generator: torch.Generator | None = None
+    ) -> None:
+        self.time_steps = _check_time_steps(time_steps)
+        self.generator = generator
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> Tensor:
+        """Reorder frames.
+
+        Args:
+            x: ``[B, T, ...]`` of any dtype (binary or event counts).
+
+        Returns:
+            float32 ``[T, B, ...]``, contiguous, without grad.
+        """
+        if x.dim() < 2 or x.shape[1] != self.time_steps:
+            raise ValueError(
+                f"frames of shape {list(x.shape)} should be [B, T={self.time_steps}, "
+                "...]: the frames were binned for a different stbp.time_steps; "
+                "rebuild them (clear the dataset cache) or set stbp.time_steps to "
+                "match"
+            )
+        return x.transpose(0, 1).float().contiguous()
+
+
+def make_encoder(encoding: str, time_steps: int, generator: torch.Generator) -> Encoder:
+    """The encoder for ``DataMeta.encoding`` (``"rate"`` or ``"frames"``)."""
+    if encoding == "rate":
+        return RateEncoder(time_steps, generator)
+    if encoding == "frames":
+        return FrameEncoder(time_steps, generator)
+    raise ValueError(f"unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+def _check_time_steps(time_steps: int) -> int:
+    if time_steps < 1:
+        raise ValueError(f"stbp.time_steps={time_steps}: must be at least 1")
+    return int(time_steps)

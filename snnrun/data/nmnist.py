@@ -1,0 +1,435 @@
+"""N-MNIST event recordings, binned into ``stbp.time_steps`` frames (STBP spec §6).
+
+Folder layout (the official archives, and ``../shared/data/nmnist-sample``)::
+
+    <root>/Train/<digit>/<mnist-index:05d>.bin     (60,000 files in the full set)
+    <root>/Test/<digit>/<mnist-index:05d>.bin      (10,000 files)
+
+``dataset.root=null`` looks in ``<data_root>/nmnist`` (full set), then
+``<data_root>/nmnist-sample`` (the real 1,000/100 subset). With ``download=true`` and
+neither present, the official archives are fetched and extracted into
+``<data_root>/nmnist``.
+
+Reading: each file is read once with ``numpy.fromfile`` and decoded and validated by
+``events.decode_nmnist`` (tonic's ``read_mnist_file`` decodes the same bits, which a
+test checks, but it silently drops y = 240 overflow events and shifts later
+timestamps, and never checks the length, so a corrupt file would train silently).
+Binning: ``events.bin_events`` (the spec's ``floor((t - t_start) / bin)``, exactly T
+frames). tonic supplies the optional ``Denoise`` filter (imported only when used:
+importing tonic costs over a second). Binned frames are cached on disk (``cache.py``).
+
+Sample order: by file name (the MNIST index), then digit, i.e. MNIST order, so
+``train_limit`` keeps the first N MNIST indices and a mix of all digits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from snnrun.data import ArraySplit, BuildContext, DataBundle, DataError, DataMeta
+from snnrun.data.cache import cache_key, file_list_hash, load_or_build, staged_dir
+from snnrun.data.download import ensure_file
+from snnrun.data.events import (
+    FRAME_MODES,
+    NMNIST_SENSOR_HW,
+    EventFormatError,
+    bin_events,
+    decode_nmnist,
+)
+
+log = logging.getLogger(__name__)
+
+NUM_CLASSES = 10
+FULL_COUNTS = {"train": 60_000, "test": 10_000}
+SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
+POLARITY_MODES = ("split", "merge")
+_SHORT_HASH = 16  # hex digits kept in the provenance
+_DIGITS = frozenset("0123456789")
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One official N-MNIST zip: the split folder it holds, where to get it, its MD5."""
+
+    folder: str
+    filename: str
+    urls: tuple[str, ...]
+    md5: str
+
+
+_MENDELEY = "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
+# Same URLs and MD5s as tonic 1.7's tonic.datasets.NMNIST (a test pins the match);
+# copied so that importing snnrun does not import tonic.
+ARCHIVES = (
+    Archive(
+        "Train",
+        "train.zip",
+        (_MENDELEY + "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",),
+        "20959b8e626244a1b502305a9e6e2031",
+    ),
+    Archive(
+        "Test",
+        "test.zip",
+        (_MENDELEY + "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",),
+        "69ca8762b2fe404d9b9bad1103e97832",
+    ),
+)
+
+
+@dataclass
+class NMNISTConfig:
+    """``dataset=nmnist``; T is ``stbp.time_steps`` (spec §6 gives the defaults).
+
+    Attributes:
+        name: registry key.
+        root: folder holding ``Train/`` and ``Test/``; None: ``<data_root>/nmnist``,
+            else ``<data_root>/nmnist-sample``.
+        bin_ms: frame width in ms; event → frame ``floor((t - t_start) / bin)``.
+        t_start_ms: start of frame 0 in ms; events before it or after
+            ``t_start + T * bin`` are dropped.
+        frame_mode: ``"binary"`` (min(count, 1), a spike train) or ``"count"``
+            (events per pixel and frame, clipped to 255).
+        polarity: ``"split"`` (2 channels, one per polarity) or ``"merge"`` (1
+            channel counting both).
+        denoise_ms: tonic ``Denoise`` filter time in ms (drops events with no
+            neighbour within 1 pixel and this time); None: off (the spec's default).
+        download: fetch the full set (~1 GB) when no folder is found.
+        train_limit: keep the first N training recordings (MNIST order); None: all.
+        test_limit: keep the first N test recordings; None: all.
+        cache: keep binned frames under ``<cache_root>/nmnist`` for the next run.
+    """
+
+    name: str = "nmnist"
+    root: Optional[str] = None  # noqa: UP045 (OmegaConf structured configs need it)
+    bin_ms: float = 10.0
+    t_start_ms: float = 0.0
+    frame_mode: str = "binary"
+    polarity: str = "split"
+    denoise_ms: Optional[float] = None  # noqa: UP045
+    download: bool = True
+    train_limit: Optional[int] = None  # noqa: UP045
+    test_limit: Optional[int] = None  # noqa: UP045
+    cache: bool = True
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One ``.bin`` file and its digit label."""
+
+    path: Path
+    label: int
+
+
+def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
+    """Load N-MNIST as binned frames.
+
+    Returns:
+        DataBundle whose splits hold ``x`` uint8 ``[N, T, C, 34, 34]`` (C = 2 for
+        ``polarity=split``, channel = polarity; 1 for ``merge``) and ``y`` int64
+        ``[N]`` (digit 0..9); ``meta.encoding == "frames"``.
+
+    Raises:
+        DataError: bad config value, missing folder (with where to put the files),
+            failed download, or a corrupt recording (named, with the fix).
+    """
+    _validate(cfg, ctx)
+    root = _resolve_root(cfg, ctx)
+    available = {split: list_recordings(root, split) for split in SPLIT_FOLDERS}
+    limits = {"train": cfg.train_limit, "test": cfg.test_limit}
+    used = {split: available[split][: limits[split]] for split in SPLIT_FOLDERS}
+    params = transform_params(cfg, ctx.time_steps)
+    files_hash = file_list_hash(root, [r.path for rs in used.values() for r in rs])
+    key = cache_key(params, files_hash)
+    cache_dir = Path(ctx.cache_root) / "nmnist" if cfg.cache else None
+    splits = {
+        split: load_or_build(
+            cache_dir, key, split, lambda rs=recs: bin_recordings(rs, params)
+        )
+        for split, recs in used.items()
+    }
+    facts = _provenance(root, available, used, params)
+    facts.update(file_list_sha256=files_hash[:_SHORT_HASH], cache_key=key[:_SHORT_HASH])
+    meta = DataMeta(
+        name=dataset_label(len(used["train"]), len(used["test"])),
+        in_shape=(_channels(cfg.polarity), *NMNIST_SENSOR_HW),
+        num_classes=NUM_CLASSES,
+        encoding="frames",
+        provenance=facts,
+    )
+    return DataBundle(train=splits["train"], test=splits["test"], meta=meta)
+
+
+def _provenance(
+    root: Path,
+    available: dict[str, list[Recording]],
+    used: dict[str, list[Recording]],
+    params: dict[str, object],
+) -> dict[str, str]:
+    """Flat str facts for MLflow: source, counts, full or not, transform parameters."""
+    full = all(len(available[s]) >= FULL_COUNTS[s] for s in SPLIT_FOLDERS)
+    facts = {"source": str(root), "full_dataset": str(full).lower()}
+    facts.update({f"n_{s}": str(len(r)) for s, r in used.items()})
+    facts.update({f"n_{s}_available": str(len(r)) for s, r in available.items()})
+    facts.update({k: "none" if v is None else str(v) for k, v in params.items()})
+    return facts
+
+
+def transform_params(cfg: NMNISTConfig, time_steps: int) -> dict[str, object]:
+    """Every parameter the frames depend on (cache key and provenance)."""
+    return {
+        "bin_ms": float(cfg.bin_ms),
+        "t_start_ms": float(cfg.t_start_ms),
+        "time_steps": int(time_steps),
+        "frame_mode": cfg.frame_mode,
+        "polarity": cfg.polarity,
+        "denoise_ms": None if cfg.denoise_ms is None else float(cfg.denoise_ms),
+    }
+
+
+def dataset_label(n_train: int, n_test: int) -> str:
+    """``"nmnist"`` for all 60k/10k recordings, else e.g.
+    ``"nmnist (1k-train/100-test subset)"`` (spec §6: never plain N-MNIST)."""
+    if n_train >= FULL_COUNTS["train"] and n_test >= FULL_COUNTS["test"]:
+        return "nmnist"
+
+    def short(n: int) -> str:
+        return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+    return f"nmnist ({short(n_train)}-train/{short(n_test)}-test subset)"
+
+
+def _channels(polarity: str) -> int:
+    return 1 if polarity == "merge" else 2
+
+
+# --------------------------------------------------------------------- validation
+def _validate(cfg: NMNISTConfig, ctx: BuildContext) -> None:
+    """Raise ``DataError`` naming the first bad key."""
+    if not (math.isfinite(cfg.bin_ms) and cfg.bin_ms > 0):
+        raise DataError(f"dataset.bin_ms={cfg.bin_ms}: the frame width must be > 0 ms")
+    if not (math.isfinite(cfg.t_start_ms) and cfg.t_start_ms >= 0):
+        raise DataError(
+            f"dataset.t_start_ms={cfg.t_start_ms}: the window start must be >= 0 ms"
+        )
+    if cfg.frame_mode not in FRAME_MODES:
+        raise DataError(
+            f"dataset.frame_mode={cfg.frame_mode}: choose one of {FRAME_MODES}"
+        )
+    if cfg.polarity not in POLARITY_MODES:
+        raise DataError(
+            f"dataset.polarity={cfg.polarity}: choose one of {POLARITY_MODES}"
+        )
+    if cfg.denoise_ms is not None and not cfg.denoise_ms > 0:
+        raise DataError(
+            f"dataset.denoise_ms={cfg.denoise_ms}: must be > 0 ms, or null to turn "
+            "the filter off"
+        )
+    for key in ("train_limit", "test_limit"):
+        limit = getattr(cfg, key)
+        if limit is not None and limit < 1:
+            raise DataError(
+                f"dataset.{key}={limit}: must be a positive number of recordings, or "
+                "null for all of them"
+            )
+    if ctx.time_steps < 1:
+        raise DataError(f"stbp.time_steps={ctx.time_steps}: N-MNIST needs >= 1 frame")
+
+
+# ----------------------------------------------------------------------- folders
+def _resolve_root(cfg: NMNISTConfig, ctx: BuildContext) -> Path:
+    """The first candidate folder with ``Train/`` and ``Test/``; download if allowed."""
+    if cfg.root is not None:
+        candidates = [Path(cfg.root).expanduser().absolute()]
+    else:
+        data_root = Path(ctx.data_root).expanduser().absolute()
+        candidates = [data_root / "nmnist", data_root / "nmnist-sample"]
+    for folder in candidates:
+        if _has_layout(folder):
+            return folder
+        if folder.exists():
+            raise DataError(
+                f"{folder} exists but has no Train/ and Test/ folders (an "
+                f"incomplete copy?). {_layout_help(candidates[0])}"
+            )
+    where = " and ".join(str(c) for c in candidates)
+    if not cfg.download:
+        raise DataError(
+            f"N-MNIST not found: looked in {where}; downloading is off "
+            f"(dataset.download=false). {_layout_help(candidates[0])}"
+        )
+    try:
+        return download_nmnist(candidates[0], Path(ctx.cache_root) / "downloads")
+    except DataError as err:
+        raise DataError(
+            f"N-MNIST not found in {where}, and downloading it failed: {err} "
+            f"{_layout_help(candidates[0])}"
+        ) from err
+
+
+def _has_layout(folder: Path) -> bool:
+    return all((folder / name).is_dir() for name in SPLIT_FOLDERS.values())
+
+
+def _layout_help(target: Path) -> str:
+    return (
+        f"Put the recordings at {target}/Train/<digit>/*.bin and "
+        f"{target}/Test/<digit>/*.bin (the official archives from "
+        "https://www.garrickorchard.com/datasets/n-mnist unzip to that layout), or "
+        "set SNNRUN_DATA=/path/to/data or dataset.root=/path/to/folder."
+    )
+
+
+def list_recordings(root: Path, split: str) -> list[Recording]:
+    """All ``<root>/<Train|Test>/<digit>/*.bin``, sorted by (file name, digit).
+
+    Raises:
+        DataError: the split folder has no digit folders or no ``.bin`` files.
+    """
+    folder = root / SPLIT_FOLDERS[split]
+    recordings = [
+        Recording(path, int(digit_dir.name))
+        for digit_dir in folder.iterdir()
+        if digit_dir.is_dir() and digit_dir.name in _DIGITS
+        for path in digit_dir.glob("*.bin")
+        if not path.name.startswith(".")
+    ]
+    if not recordings:
+        raise DataError(
+            f"{folder} holds no <digit>/*.bin recordings. {_layout_help(root)}"
+        )
+    return sorted(recordings, key=lambda r: (r.path.name, r.label))
+
+
+# ------------------------------------------------------------------------ binning
+def read_recording(path: Path) -> np.ndarray:
+    """Decode one ``.bin`` file into events (``events.EVENT_DTYPE``, t in µs).
+
+    Raises:
+        DataError: unreadable or corrupt file; the message names it and the fix.
+    """
+    try:
+        return decode_nmnist(np.fromfile(path, dtype=np.uint8))
+    except (OSError, EventFormatError) as err:
+        raise DataError(
+            f"corrupt N-MNIST recording {path}: {err}. Delete it and restore it from "
+            "the official archive (or delete the whole folder and download again)."
+        ) from err
+
+
+def bin_recordings(
+    recordings: list[Recording], params: dict[str, object]
+) -> ArraySplit:
+    """Read, optionally denoise, and bin recordings with ``transform_params`` values.
+
+    Returns:
+        ``x`` uint8 ``[N, T, C, 34, 34]``, ``y`` int64 ``[N]``.
+    """
+    time_steps = int(params["time_steps"])
+    merge = params["polarity"] == "merge"
+    x = np.empty(
+        (len(recordings), time_steps, 1 if merge else 2, *NMNIST_SENSOR_HW), np.uint8
+    )
+    for i, recording in enumerate(recordings):
+        events = read_recording(recording.path)
+        if params["denoise_ms"] is not None:
+            events = denoise(events, float(params["denoise_ms"]))
+        x[i] = bin_events(
+            events,
+            time_steps=time_steps,
+            bin_us=float(params["bin_ms"]) * 1000.0,
+            t_start_us=float(params["t_start_ms"]) * 1000.0,
+            frame_mode=str(params["frame_mode"]),
+            merge_polarity=merge,
+        )
+    y = torch.tensor([r.label for r in recordings], dtype=torch.int64)
+    return ArraySplit(torch.from_numpy(x), y)
+
+
+def denoise(events: np.ndarray, filter_ms: float) -> np.ndarray:
+    """tonic ``Denoise``: drop events with no neighbour (±1 px) within ``filter_ms``."""
+    if events.size == 0:  # tonic's filter takes max() of the coordinates
+        return events
+    from tonic.transforms import Denoise  # lazy: importing tonic takes > 1 s
+
+    return Denoise(filter_time=filter_ms * 1000.0)(events)
+
+
+# ----------------------------------------------------------------------- download
+def download_nmnist(
+    target: Path, download_dir: Path, archives: tuple[Archive, ...] = ARCHIVES
+) -> Path:
+    """Fetch the official zips, check their MD5 and extract them into ``target``.
+
+    Extraction happens in a temp folder beside ``target`` that is renamed into place
+    only when both splits are complete; the zips (in ``download_dir``) are deleted
+    afterwards.
+
+    Returns:
+        ``target``, now holding ``Train/<digit>/*.bin`` and ``Test/<digit>/*.bin``.
+
+    Raises:
+        DataError: a download failed, a checksum differs, or an archive is broken.
+    """
+    try:
+        with staged_dir(target) as stage:
+            for archive in archives:
+                zip_path = ensure_file(
+                    download_dir / f"nmnist-{archive.filename}",
+                    archive.urls,
+                    None,
+                    download=True,
+                    what=f"N-MNIST {archive.folder} archive",
+                )
+                _check_md5(zip_path, archive.md5)
+                _extract_split(zip_path, stage, archive.folder)
+    except OSError as err:
+        raise DataError(f"cannot write N-MNIST into {target} ({err}).") from err
+    for archive in archives:
+        (download_dir / f"nmnist-{archive.filename}").unlink(missing_ok=True)
+    log.info("N-MNIST extracted into %s", target)
+    return target
+
+
+def _check_md5(path: Path, expected: str) -> None:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        path.unlink(missing_ok=True)
+        raise DataError(
+            f"{path} has MD5 {digest.hexdigest()}, expected {expected}: the download "
+            "is corrupt; it was deleted, run again to download it anew."
+        )
+
+
+def _extract_split(zip_path: Path, stage: Path, folder: str) -> None:
+    """Unzip into ``stage`` and move the archive's ``folder`` (at any depth ≤ 2) to
+    ``stage/folder``."""
+    scratch = stage / f".extract-{folder}"
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            archive.extractall(scratch)
+    except zipfile.BadZipFile as err:
+        zip_path.unlink(missing_ok=True)
+        raise DataError(
+            f"{zip_path} is not a valid zip ({err}); it was deleted, run again to "
+            "download it anew."
+        ) from err
+    found = [p for p in (*scratch.glob("*"), *scratch.glob("*/*")) if p.name == folder]
+    if not found or not found[0].is_dir():
+        raise DataError(
+            f"{zip_path} holds no {folder}/ folder; is it the right archive?"
+        )
+    found[0].rename(stage / folder)
+    shutil.rmtree(scratch)

@@ -1,0 +1,92 @@
+"""SpikingNet: a stack of stages, each a stateless pre-module followed by LIF neurons.
+
+Stage n computes x[·, n] = W[n]·A_n(o[·, n-1]) + b[n] for all steps at once (the
+pre-module, folded over [T·B, ...]) and then steps the LIF recursion over t. Spec
+section 2 allows this layerwise order: every op sees the same values as per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from snnrun.snn import LIF, FoldTime, LIFParams, choice_name, init_stbp_
+
+INITS = ("stbp", "default")
+
+
+class NetOutput(NamedTuple):
+    """What a SpikingNet returns.
+
+    Attributes:
+        spikes: output-layer spikes, [T, B, C].
+        layer_rates: mean firing rate of every LIF layer, input to output, in spikes
+            per neuron per step, [L], detached.
+    """
+
+    spikes: Tensor
+    layer_rates: Tensor
+
+
+class Stage(nn.Module):
+    """One spiking layer: pre-module (Linear/Conv2d, maybe after pool/flatten) + LIF."""
+
+    def __init__(self, pre: nn.Module, lif: LIFParams) -> None:
+        super().__init__()
+        self.pre = FoldTime(pre)
+        self.lif = LIF(lif)
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """x_seq: spikes of the layer below, [T, B, ...] → spikes, [T, B, ...']."""
+        return self.lif(self.pre(x_seq))
+
+
+class SpikingNet(nn.Module):
+    """A feed-forward spiking network evaluated layer by layer.
+
+    Args:
+        stages: the spiking layers, input side first; the last one's width is C.
+        in_shape: shape of one sample at one step, e.g. (784,) or (2, 34, 34).
+    """
+
+    def __init__(self, stages: Iterable[Stage], in_shape: Sequence[int]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.in_shape = tuple(int(d) for d in in_shape)
+        if len(self.stages) == 0:
+            raise ValueError("SpikingNet needs at least one stage")
+
+    def forward(self, x: Tensor) -> NetOutput:
+        """x: encoded input, [T, B, *in_shape] → NetOutput (spikes [T, B, C])."""
+        if x.dim() < 2 or tuple(x.shape[2:]) != self.in_shape:
+            raise ValueError(
+                f"input has shape {list(x.shape)}; the network expects "
+                f"[T, B, {', '.join(map(str, self.in_shape))}] (time-major)"
+            )
+        if not x.is_floating_point():
+            x = x.to(next(self.parameters()).dtype)
+        rates = []
+        for stage in self.stages:
+            x = stage(x)
+            rates.append(x.detach().mean())
+        return NetOutput(spikes=x, layer_rates=torch.stack(rates))
+
+    def weight_layers(self) -> list[nn.Linear | nn.Conv2d]:
+        """The Linear/Conv2d layer of every stage, input side first."""
+        return [m for m in self.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def apply_init(net: SpikingNet, init: str) -> None:
+    """Initialise the weights in place: ``stbp`` (U[−1,1], unit-norm rows, bias 0)
+    or ``default`` (PyTorch's layer init, left as built)."""
+    name = choice_name(init)
+    if name not in INITS:
+        raise ValueError(
+            f"arch.init={name} is unknown; choose one of {', '.join(INITS)}"
+        )
+    if name == "stbp":
+        for layer in net.weight_layers():
+            init_stbp_(layer)

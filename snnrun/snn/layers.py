@@ -1,0 +1,62 @@
+"""nn.Module shells over the pure LIF core: time folding, the LIF layer, STBP init.
+
+Tensors are time-major, [T, B, ...]. Stateless ops (Linear, Conv2d, AvgPool2d,
+Flatten) run once over [T·B, ...] via :class:`FoldTime`; only the LIF recursion steps
+through t. Spec section 2: this layerwise order gives the same values as the
+per-step order, and is faster (design.md §7).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from snnrun.snn.lif import LIFParams, lif_sequence
+
+
+class FoldTime(nn.Module):
+    """Run a stateless module once over all steps: [T, B, ...] → [T, B, ...']."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """x_seq: [T, B, ...] → the module's output per step, [T, B, ...']."""
+        steps, batch = x_seq.shape[0], x_seq.shape[1]
+        y = self.module(x_seq.flatten(0, 1))
+        return y.unflatten(0, (steps, batch))
+
+
+class LIF(nn.Module):
+    """A layer of LIF neurons over all time steps.
+
+    Holds parameters only, no tensor state: every call starts from u = o = 0 and
+    sizes its state from the input, so a short last batch just works.
+    """
+
+    def __init__(self, params: LIFParams) -> None:
+        super().__init__()
+        self.params = params.validate()
+
+    def forward(self, x_seq: Tensor) -> Tensor:
+        """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...]."""
+        return lif_sequence(x_seq, self.params)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())
+
+
+@torch.no_grad()
+def init_stbp_(
+    layer: nn.Linear | nn.Conv2d, generator: torch.Generator | None = None
+) -> None:
+    """STBP init, in place: W ~ U[−1, 1], then each output unit's fan-in row (a conv's
+    flattened in_ch·k·k kernel) divided by its L2 norm, so every row has unit norm;
+    bias 0 (spec section 8, ``arch.init=stbp``)."""
+    weight = layer.weight
+    weight.uniform_(-1.0, 1.0, generator=generator)
+    rows = weight.view(weight.shape[0], -1)
+    rows.div_(torch.linalg.vector_norm(rows, dim=1, keepdim=True))
+    if layer.bias is not None:
+        layer.bias.zero_()

@@ -1,0 +1,417 @@
+"""MLflow tracking: one run per training job, fed by the trainer's events.
+
+Params are the resolved config as flat dotted keys (``stbp.decay``), so UI columns map
+1:1 to the overrides users type; metrics are ``split/metric`` at ``step=epoch``;
+artifacts are the config files and the checkpoints (``checkpoints/last.pt``, ...).
+
+The hook talks to the store through its own :class:`mlflow.MlflowClient`: no
+``mlflow.set_tracking_uri`` and no fluent active run, because the jobs of a Hydra
+multirun share one process and must not see each other's runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+from typing import TypeVar
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
+
+from snnrun.train.hooks import CheckpointSaved, EpochEnd, FitEnd, FitStart, Hook
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+_FIX = "set logger.tracking_uri=sqlite:///<writable folder>/mlflow.db or logger=none"
+# A sqlite store answers "database is locked" (TEMPORARILY_UNAVAILABLE) while a
+# parallel sweep job writes; a short back-off beats failing hours of training.
+_LOCK_RETRIES = 4
+_LOCK_BACKOFF_S = 0.5
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be used; the message names the store and the fix."""
+
+
+# --- store location helpers ---------------------------------------------------------
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """Absolute path of the database file of a ``sqlite:///`` URI.
+
+    ``sqlite:////abs/mlflow.db`` → ``/abs/mlflow.db``; ``sqlite:///rel.db`` is taken
+    relative to the working directory. Other stores and in-memory sqlite give None.
+    """
+    scheme, sep, rest = tracking_uri.partition("://")
+    if not sep or scheme.split("+")[0] != "sqlite":
+        return None
+    rest = rest.split("?", 1)[0]
+    if not rest.startswith("/") or rest in ("/", "/:memory:"):
+        return None
+    return Path(rest[1:]).absolute()
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlartifacts/<experiment>`` next
+    to a sqlite database (``file://`` URI), or None to let MLflow decide."""
+    db = sqlite_path(tracking_uri)
+    if db is None:
+        return None
+    return (db.parent / "mlartifacts" / experiment).as_uri()
+
+
+def check_store(tracking_uri: str) -> None:
+    """Fail fast, before any training, if the MLflow store cannot be written.
+
+    Checks a sqlite store's folder, its artifact folder and the database lock, then
+    opens the store (which creates or migrates its tables); probes an HTTP server's
+    ``/health``. Raises:
+        TrackingError: naming the store, the reason and the fix.
+    """
+    db = sqlite_path(tracking_uri)
+    if db is not None:
+        _check_sqlite(db)
+        _open_store(tracking_uri)
+    elif tracking_uri.startswith(("http://", "https://")):
+        _check_server(tracking_uri)
+
+
+def _check_sqlite(db: Path) -> None:
+    """Raise TrackingError unless ``db`` and its artifact folder are writable."""
+    try:
+        _probe_folder(db.parent)
+        _probe_folder(db.parent / "mlartifacts")
+        with closing(sqlite3.connect(db, timeout=5)) as connection:
+            # A write lock proves the file is writable and not held by a stuck writer.
+            connection.execute("BEGIN IMMEDIATE")
+            connection.rollback()
+    except (OSError, sqlite3.Error) as exc:
+        raise TrackingError(
+            f"cannot write the MLflow store at {db}: {exc}; {_FIX}"
+        ) from exc
+
+
+def _probe_folder(folder: Path) -> None:
+    """Create ``folder`` if missing and write a temporary file in it.
+
+    Raises OSError; a real write, since root passes every permission check."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
+def _open_store(tracking_uri: str) -> None:
+    """Open the store once, so schema or version errors surface before training."""
+    try:
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    except Exception as exc:  # any failure here means "unusable store"; keep cause
+        raise TrackingError(
+            f"cannot open the MLflow store at {tracking_uri}: {exc}; {_FIX}"
+        ) from exc
+
+
+def _check_server(tracking_uri: str) -> None:
+    """Raise TrackingError if the tracking server does not answer at all."""
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            response.read()
+    except urllib.error.HTTPError:
+        return  # it answered: reachable (auth or routing is MLflow's to report)
+    except (OSError, ValueError) as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow server at {tracking_uri}: {exc}; {_FIX}"
+        ) from exc
+
+
+# --- small pure helpers -------------------------------------------------------------
+
+
+def param_value(value: str | int | float | bool) -> str:
+    """A param as MLflow stores it: bools as YAML spells them (``true``, like the
+    override), everything truncated to MLflow's value limit."""
+    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return text[:MAX_PARAM_VAL_LENGTH]
+
+
+def _artifact_name(name: str) -> str:
+    """Check that an artifact file name stays inside the run's artifact folder."""
+    path = Path(name)
+    if not name or path.is_absolute() or ".." in path.parts:
+        raise ValueError(
+            f"artifact name {name!r} must be a relative path without '..', "
+            "e.g. 'config.yaml' or 'hydra/overrides.yaml'"
+        )
+    return name
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _status_for(exc: BaseException) -> str:
+    """KILLED for Ctrl-C, FAILED for any other exception."""
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# --- the hook -----------------------------------------------------------------------
+
+
+class MLflowHook(Hook):
+    """Record one training job as an MLflow run (or continue one on resume).
+
+    Call :meth:`start` before training so later failures are recorded on the run;
+    the trainer's events then add metrics and checkpoints, and :class:`FitEnd` (or
+    :meth:`finish`, from the app's guard) sets the final status.
+
+    Args:
+        tracking_uri: store, e.g. ``sqlite:////abs/outputs/mlflow.db``.
+        experiment: experiment name, created if missing (artifacts next to a sqlite db).
+        run_name: display name of a new run (None: MLflow picks one).
+        params: flat dotted config keys → values, logged once.
+        tags: run tags (sweep, git SHA, data provenance ...).
+        artifacts: artifact file name → text content (``config.yaml`` ...).
+        run_id: continue this existing run instead of creating one (resume).
+        parent_run_id: nest the new run under a sweep's parent run.
+        log_checkpoints: upload every checkpoint under ``checkpoints/``.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str | None,
+        params: Mapping[str, str | int | float | bool],
+        tags: Mapping[str, str],
+        artifacts: Mapping[str, str],
+        run_id: str | None = None,
+        parent_run_id: str | None = None,
+        log_checkpoints: bool = True,
+    ) -> None:
+        self._tracking_uri = tracking_uri
+        self._experiment = experiment
+        self._run_name = run_name
+        self._params = {key: param_value(value) for key, value in params.items()}
+        self._tags = dict(tags)
+        self._artifacts = {
+            _artifact_name(name): text for name, text in artifacts.items()
+        }
+        self._resume_run_id = run_id
+        self._parent_run_id = parent_run_id
+        self._log_checkpoints = log_checkpoints
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._run_id: str | None = None
+        self._ended = False
+        self._last_epoch = 0
+
+    @property
+    def run_id(self) -> str | None:
+        """The run's id once :meth:`start` ran (or the resumed id); None before."""
+        return self._run_id
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    def start(self) -> str:
+        """Create (or reopen) the run and log params, tags and artifacts; idempotent.
+
+        If logging fails after the run exists, the run is marked FAILED before the
+        error propagates, so it is never left RUNNING.
+        """
+        if self._run_id is not None:
+            return self._run_id
+        if self._resume_run_id is None:
+            self._run_id = self._create_run()
+            logged_params: dict[str, str] = {}
+        else:
+            logged_params = self._reopen_run(self._resume_run_id)
+            self._run_id = self._resume_run_id
+        try:
+            self._log_params(logged_params)
+            self._log_tags(self._run_tags())
+            self._log_texts(self._artifacts)
+        except BaseException as exc:
+            self.finish(_status_for(exc))
+            raise
+        log.info("MLflow run %s in %s", self._run_id, self._tracking_uri)
+        return self._run_id
+
+    def finish(self, status: str) -> None:
+        """Set the run's final status (FINISHED, FAILED or KILLED); idempotent.
+
+        Never raises: the guard calls this while another exception is in flight, and a
+        tracking error must not mask it. Failures are logged instead.
+        """
+        if self._run_id is None or self._ended:
+            return
+        if status not in TERMINAL_STATUSES:
+            log.error("unknown run status %r; marking the MLflow run FAILED", status)
+            status = "FAILED"
+        try:
+            self._retry(self._client.set_terminated, self._run_id, status=status)
+        except Exception:  # never mask the original error; a later call may retry
+            log.exception("could not mark MLflow run %s as %s", self._run_id, status)
+            return
+        self._ended = True
+
+    # --- events ---------------------------------------------------------------------
+
+    def on_fit_start(self, event: FitStart) -> None:
+        """Start the run if the app has not done so already."""
+        self.start()
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        """Log every finite metric of the epoch at ``step=epoch``."""
+        self._last_epoch = event.epoch
+        self._log_metrics(event.metrics, step=event.epoch)
+
+    def on_checkpoint(self, event: CheckpointSaved) -> None:
+        """Upload the checkpoint under ``checkpoints/`` (same name overwrites)."""
+        if self._log_checkpoints:
+            run_id = self._active_run_id()
+            self._retry(
+                self._client.log_artifact, run_id, str(event.path), "checkpoints"
+            )
+
+    def on_fit_end(self, event: FitEnd) -> None:
+        """Set the final status (the metrics were logged at each epoch's end)."""
+        self.finish(event.status)
+
+    # --- run creation -----------------------------------------------------------------
+
+    def _create_run(self) -> str:
+        experiment_id = self._experiment_id()
+        run = self._client.create_run(experiment_id, run_name=self._run_name)
+        return run.info.run_id
+
+    def _experiment_id(self) -> str:
+        """Id of the experiment, created (or restored from deletion) when needed."""
+        experiment = self._client.get_experiment_by_name(self._experiment)
+        if experiment is None:
+            location = artifact_location(self._tracking_uri, self._experiment)
+            try:
+                return self._client.create_experiment(
+                    self._experiment, artifact_location=location
+                )
+            except MlflowException:
+                # A parallel job of the same sweep may have created it just now.
+                experiment = self._client.get_experiment_by_name(self._experiment)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            log.warning("restoring the deleted MLflow experiment %r", self._experiment)
+            self._client.restore_experiment(experiment.experiment_id)
+        return experiment.experiment_id
+
+    def _reopen_run(self, run_id: str) -> dict[str, str]:
+        """Mark an existing run RUNNING again; return the params it already has."""
+        try:
+            run = self._client.get_run(run_id)
+        except MlflowException as exc:
+            raise TrackingError(
+                f"cannot resume MLflow run {run_id}: it is not in the store "
+                f"{self._tracking_uri} ({exc.message}); resume with the same "
+                "logger.tracking_uri, or start a new run"
+            ) from exc
+        self._client.update_run(run_id, status="RUNNING")
+        return dict(run.data.params)
+
+    def _run_tags(self) -> dict[str, str]:
+        tags = dict(self._tags)
+        if self._parent_run_id is not None:
+            tags["mlflow.parentRunId"] = self._parent_run_id
+        if self._run_name is not None:
+            tags["mlflow.runName"] = self._run_name
+        return tags
+
+    # --- logging ----------------------------------------------------------------------
+
+    def _log_params(self, logged: Mapping[str, str]) -> None:
+        """Log the params not yet on the run; params are immutable in MLflow, so a
+        value changed on resume is reported in a warning and a tag instead."""
+        new = [Param(k, v) for k, v in self._params.items() if k not in logged]
+        for chunk in _chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
+            self._retry(self._client.log_batch, self._active_run_id(), params=chunk)
+        changed = [
+            f"{key}: {logged[key]} -> {value}"
+            for key, value in self._params.items()
+            if key in logged and logged[key] != value
+        ]
+        if changed:
+            log.warning("params changed on resume: %s", "; ".join(changed))
+            self._log_tags({"snnrun.changed_params": "; ".join(changed)})
+
+    def _log_tags(self, tags: Mapping[str, str]) -> None:
+        entities = [RunTag(k, str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
+        for chunk in _chunks(entities, MAX_PARAMS_TAGS_PER_BATCH):
+            self._retry(self._client.log_batch, self._active_run_id(), tags=chunk)
+
+    def _log_texts(self, texts: Mapping[str, str]) -> None:
+        """Upload each text as an artifact file named by its key."""
+        if not texts:
+            return
+        with tempfile.TemporaryDirectory(prefix="snnrun-artifacts-") as folder:
+            for name, content in texts.items():
+                path = Path(folder, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content, encoding="utf-8")
+            self._retry(self._client.log_artifacts, self._active_run_id(), folder)
+
+    def _log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        """Log the finite metrics; NaN/inf ones are skipped, warned and tagged."""
+        timestamp = _now_ms()
+        values = {key: float(value) for key, value in metrics.items()}
+        entities = [
+            Metric(key, value, timestamp, step)
+            for key, value in values.items()
+            if math.isfinite(value)
+        ]
+        for chunk in _chunks(entities, MAX_METRICS_PER_BATCH):
+            self._retry(self._client.log_batch, self._active_run_id(), metrics=chunk)
+        nonfinite = ", ".join(k for k, v in values.items() if not math.isfinite(v))
+        if nonfinite:
+            log.warning("non-finite metrics at step %d: %s", step, nonfinite)
+            self._log_tags({"nonfinite_metrics": f"step {step}: {nonfinite}"})
+
+    def _active_run_id(self) -> str:
+        """The id of the open run; starts it if needed, refuses after it ended."""
+        if self._ended:
+            raise TrackingError(f"MLflow run {self._run_id} has already ended")
+        return self.start() if self._run_id is None else self._run_id
+
+    @staticmethod
+    def _retry(call: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Call, retrying while a sqlite store reports itself locked."""
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return call(*args, **kwargs)
+            except MlflowException as exc:
+                last = attempt == _LOCK_RETRIES - 1
+                if exc.error_code != "TEMPORARILY_UNAVAILABLE" or last:
+                    raise
+                time.sleep(_LOCK_BACKOFF_S * 2**attempt)
+        raise AssertionError("unreachable")

@@ -1,0 +1,105 @@
+"""Events the trainer emits and the hook protocol that observes them.
+
+The trainer never logs: it calls ``hook.on_<event>(event)`` for every hook in order.
+Trackers (MLflow, rich, log files) live in ``snnrun/track`` and subclass :class:`Hook`.
+Metric keys are ``split/metric`` (``train/loss``, ``val/acc``, ``val/acc_best``,
+``time/epoch_s``, ``perf/samples_per_s``, ``rate/layer1`` ...), at ``step=epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class FitStart:
+    """Training is about to start (or resume).
+
+    Attributes:
+        epochs: total number of epochs of the run.
+        start_epoch: first epoch to run, 1-based (> 1 after a resume).
+        batches_per_epoch: training batches per epoch on this rank.
+        samples_per_epoch: training samples per epoch on this rank.
+    """
+
+    epochs: int
+    start_epoch: int
+    batches_per_epoch: int
+    samples_per_epoch: int
+
+
+@dataclass(frozen=True)
+class BatchEnd:
+    """One optimiser step is done.
+
+    Attributes:
+        epoch: 1-based epoch.
+        batch: 1-based batch index within the epoch.
+        batches: batches in this epoch.
+        loss: running mean training loss over this epoch so far.
+        acc: running training accuracy over this epoch so far, in [0, 1].
+        samples: samples in this batch.
+    """
+
+    epoch: int
+    batch: int
+    batches: int
+    loss: float
+    acc: float
+    samples: int
+
+
+@dataclass(frozen=True)
+class EvalStart:
+    """Evaluation of one epoch begins (progress displays may show a phase)."""
+
+    epoch: int
+    batches: int
+
+
+@dataclass(frozen=True)
+class EpochEnd:
+    """An epoch and its evaluation are done; ``metrics`` maps ``split/metric`` → value."""
+
+    epoch: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    """A checkpoint file was written atomically; ``kind`` is ``"last"`` or ``"best"``."""
+
+    epoch: int
+    path: Path
+    kind: str
+
+
+@dataclass(frozen=True)
+class FitEnd:
+    """Training ended; ``status`` is ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``."""
+
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Hook:
+    """Base observer: override the events you need; every default is a no-op."""
+
+    def on_fit_start(self, event: FitStart) -> None:
+        """Called once before the first epoch."""
+
+    def on_batch_end(self, event: BatchEnd) -> None:
+        """Called after every optimiser step."""
+
+    def on_eval_start(self, event: EvalStart) -> None:
+        """Called before each evaluation pass."""
+
+    def on_epoch_end(self, event: EpochEnd) -> None:
+        """Called after each epoch's evaluation, with its metrics."""
+
+    def on_checkpoint(self, event: CheckpointSaved) -> None:
+        """Called after a checkpoint was written."""
+
+    def on_fit_end(self, event: FitEnd) -> None:
+        """Called once, also when training failed or was interrupted."""

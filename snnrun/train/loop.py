@@ -1,0 +1,307 @@
+"""The STBP training loop: encode → forward [T, B, ...] → rate → loss → backward → step.
+
+Plain and on one screen (nanoGPT/minGPT style). It knows nothing of MLflow, rich or
+Hydra: it emits events (``train/hooks.py``) and the hooks decide what to show or log.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from snnrun.models.readout import firing_rate, predict
+from snnrun.train.checkpoint import save_checkpoint
+from snnrun.train.hooks import (
+    BatchEnd,
+    CheckpointSaved,
+    EpochEnd,
+    EvalStart,
+    FitEnd,
+    FitStart,
+    Hook,
+)
+from snnrun.train.metrics import RunningMetrics
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class Loader(Protocol):
+    """What the loop needs of a batch source (``snnrun.data.loader.BatchLoader``)."""
+
+    batch_size: int
+    num_samples: int  # samples per epoch on this rank
+
+    def __len__(self) -> int: ...
+    def set_epoch(self, epoch: int) -> None: ...
+    def iter_from(self, start_batch: int) -> Iterable[tuple[Tensor, Tensor]]: ...
+
+
+class Encoder(Protocol):
+    """Turns a batch ``[B, ...]`` into spikes ``[T, B, ...]`` with its own generator."""
+
+    generator: torch.Generator
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class LoopSettings:
+    """How long to train and what to keep. ``max_*`` cap batches per epoch (debug)."""
+
+    epochs: int
+    max_batches: int | None = None
+    max_eval_batches: int | None = None
+    eval_repeats: int = 1
+    checkpoint_dir: Path | None = None
+    detect_anomaly: bool = False
+
+
+@dataclass
+class Position:
+    """Where training stands: the next batch to run is ``batch`` (0-based) of ``epoch``."""
+
+    epoch: int = 1
+    batch: int = 0
+    best_acc: float = -1.0
+    running: list[float] = field(default_factory=list)  # partial-epoch sums on resume
+
+
+class Trainer:
+    """Fits a spiking network with STBP and evaluates it after every epoch."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        loss_fn: LossFn,
+        encoders: tuple[Encoder, Encoder],
+        device: torch.device,
+        hooks: Sequence[Hook] = (),
+        settings: LoopSettings | None = None,
+        extra_state: dict[str, Any] | None = None,
+    ) -> None:
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.loss_fn = loss_fn
+        self.train_encoder, self.eval_encoder = encoders
+        self.device = device
+        self.hooks = list(hooks)
+        self.settings = settings or LoopSettings(epochs=1)
+        self.extra_state = extra_state or {}  # e.g. the tracking run id, saved as is
+        self.position = Position()
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current batch (signal handlers call this).
+
+        Stopping between batches, never inside ``optimizer.step()``, keeps the saved
+        checkpoint consistent with its position, so resume is exact.
+        """
+        self._stop_requested = True
+
+    # -- public ---------------------------------------------------------------------
+    def fit(self, train: Loader, val: Loader) -> dict[str, float]:
+        """Train from ``self.position`` to the last epoch; returns the last metrics."""
+        s, metrics = self.settings, {}
+        batches = self._cap(len(train), s.max_batches)
+        samples = min(train.num_samples, batches * train.batch_size)
+        self._emit(
+            "on_fit_start", FitStart(s.epochs, self.position.epoch, batches, samples)
+        )
+        try:
+            with torch.autograd.set_detect_anomaly(s.detect_anomaly):
+                while self.position.epoch <= s.epochs:
+                    metrics = self._run_epoch(train, val)
+        except KeyboardInterrupt:
+            self._save("last")  # mid-epoch position: resume continues from this batch
+            self._emit("on_fit_end", FitEnd("KILLED", metrics))
+            raise
+        except BaseException:
+            self._emit("on_fit_end", FitEnd("FAILED", metrics))
+            raise
+        self._emit("on_fit_end", FitEnd("FINISHED", metrics))
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, loader: Loader) -> dict[str, float]:
+        """One (or ``eval_repeats``) stochastic pass(es) over ``loader``: val/loss, val/acc."""
+        self.model.eval()
+        totals = RunningMetrics(self.device)
+        loader.set_epoch(0)
+        limit = self._cap(len(loader), self.settings.max_eval_batches)
+        for index, (x, y) in enumerate(loader.iter_from(0)):
+            if index >= limit:
+                break
+            x, y = self._to_device(x, y)
+            rate = sum(
+                firing_rate(self.model(self.eval_encoder(x)).spikes)
+                for _ in range(self.settings.eval_repeats)
+            )
+            rate = rate / self.settings.eval_repeats
+            totals.update(self.loss_fn(rate, y), predict(rate), y)
+            if self._stop_requested:
+                raise KeyboardInterrupt
+        return {"val/loss": totals.loss, "val/acc": totals.acc}
+
+    # -- one epoch ------------------------------------------------------------------
+    def _run_epoch(self, train: Loader, val: Loader) -> dict[str, float]:
+        epoch, started = self.position.epoch, time.perf_counter()
+        running, rates, batches = self._train_batches(train, epoch)
+        train_seconds = time.perf_counter() - started
+        self._emit(
+            "on_eval_start",
+            EvalStart(epoch, self._cap(len(val), self.settings.max_eval_batches)),
+        )
+        metrics = {
+            "train/loss": running.loss,
+            "train/acc": running.acc,
+            **self.evaluate(val),
+        }
+        self.position.best_acc = max(self.position.best_acc, metrics["val/acc"])
+        metrics["val/acc_best"] = self.position.best_acc
+        metrics["time/epoch_s"] = time.perf_counter() - started
+        metrics["perf/samples_per_s"] = running.samples / max(train_seconds, 1e-9)
+        metrics["optim/lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics.update(
+            {
+                f"rate/layer{i + 1}": float(r) / max(batches, 1)
+                for i, r in enumerate(rates)
+            }
+        )
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.position = Position(epoch + 1, 0, self.position.best_acc)
+        self._emit("on_epoch_end", EpochEnd(epoch, metrics))
+        self._save("last")
+        if metrics["val/acc"] >= self.position.best_acc:
+            self._save("best")
+        return metrics
+
+    def _train_batches(
+        self, train: Loader, epoch: int
+    ) -> tuple[RunningMetrics, Tensor, int]:
+        self.model.train()
+        train.set_epoch(epoch)
+        running = RunningMetrics(self.device)
+        self._restore_running(running)
+        limit = self._cap(len(train), self.settings.max_batches)
+        rates, done = torch.zeros(0, device=self.device), 0
+        for index, (x, y) in enumerate(
+            train.iter_from(self.position.batch), start=self.position.batch
+        ):
+            if index >= limit:
+                break
+            out, loss, y = self._step(x, y)
+            self._check_finite(loss, epoch, index + 1)
+            running.update(loss, predict(firing_rate(out.spikes.detach())), y)
+            rates = out.layer_rates if done == 0 else rates + out.layer_rates
+            done += 1
+            self.position.batch = index + 1
+            self.position.running = running.totals().tolist()
+            self._emit(
+                "on_batch_end",
+                BatchEnd(
+                    epoch, index + 1, limit, running.loss, running.acc, int(y.shape[0])
+                ),
+            )
+            if self._stop_requested:
+                raise KeyboardInterrupt
+        return running, rates, done
+
+    def _step(self, x: Tensor, y: Tensor) -> tuple[Any, Tensor, Tensor]:
+        x, y = self._to_device(x, y)
+        out = self.model(self.train_encoder(x))
+        loss = self.loss_fn(firing_rate(out.spikes), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return out, loss, y
+
+    # -- helpers --------------------------------------------------------------------
+    def _check_finite(self, loss: Tensor, epoch: int, batch: int) -> None:
+        value = float(loss.detach())  # one sync per step; the step dominates
+        if not math.isfinite(value):
+            lr = self.optimizer.param_groups[0]["lr"]
+            raise NonFiniteLossError(
+                f"loss became {value} at epoch {epoch}, batch {batch} (lr={lr:g}). "
+                "Likely causes: a learning rate too high for this network (try "
+                "optim.lr=1e-4), or a threshold/decay that blows up the potential. "
+                "The last good checkpoint is kept; rerun with debug=anomaly to find "
+                "the operation"
+            )
+
+    def _restore_running(self, running: RunningMetrics) -> None:
+        if self.position.batch and self.position.running:
+            loss_sum, correct, samples = self.position.running
+            running.loss_sum += loss_sum
+            running.correct += int(correct)
+            running.samples = int(samples)
+
+    def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return (
+            x.to(self.device, non_blocking=True),
+            y.to(self.device, non_blocking=True),
+        )
+
+    @staticmethod
+    def _cap(length: int, limit: int | None) -> int:
+        return length if limit is None else min(length, limit)
+
+    def _emit(self, name: str, event: object) -> None:
+        for hook in self.hooks:
+            getattr(hook, name)(event)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything exact resume needs (tensors, numbers, strings only)."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None
+            if self.scheduler is None
+            else self.scheduler.state_dict(),
+            "epoch": self.position.epoch,
+            "batch": self.position.batch,
+            "best_acc": self.position.best_acc,
+            "running": list(self.position.running),
+            "rng": {
+                "train_encoder": self.train_encoder.generator.get_state(),
+                "eval_encoder": self.eval_encoder.generator.get_state(),
+            },
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.position = Position(
+            int(state["epoch"]),
+            int(state["batch"]),
+            float(state["best_acc"]),
+            list(state["running"]),
+        )
+        self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
+        self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])
+
+    def _save(self, kind: str) -> None:
+        directory = self.settings.checkpoint_dir
+        if directory is None:
+            return
+        path = directory / f"{kind}.pt"
+        save_checkpoint(path, self.state_dict())
+        self._emit(
+            "on_checkpoint", CheckpointSaved(self.position.epoch - 1, path, kind)
+        )

@@ -1,0 +1,79 @@
+"""The real `snnrun` command in subprocesses: help, a run, bad input, eval."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from .conftest import tiny
+
+
+def outputs(tmp_path: Path) -> list[str]:
+    return [f"paths.output_root={tmp_path / 'out'}"]
+
+
+def test_help_lists_commands_and_config_groups(run_cli) -> None:
+    top = run_cli("--help")
+    assert top.returncode == 0 and "train" in top.stdout and "eval" in top.stdout
+    groups = run_cli("train", "--help")
+    assert groups.returncode == 0
+    for line in (
+        "dataset: detection, mnist, nmnist",
+        "arch: cnn, mlp",
+        "experiment: code_mnist_cnn",
+    ):
+        assert line in groups.stdout
+
+
+def test_cfg_job_prints_the_composed_config(run_cli) -> None:
+    done = run_cli("train", "--cfg", "job", "stbp.decay=0.3")
+    assert done.returncode == 0
+    assert re.search(r"decay: 0\.3", done.stdout)
+
+
+@pytest.mark.slow
+def test_train_then_eval_in_subprocesses(run_cli, tmp_path: Path) -> None:
+    store = tmp_path / "out" / "mlflow.db"
+    done = run_cli("train", *tiny("logger=mlflow"), *outputs(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "epoch 1/1" in done.stdout
+    (run,) = MlflowClient(f"sqlite:///{store}").search_runs(
+        [
+            e.experiment_id
+            for e in MlflowClient(f"sqlite:///{store}").search_experiments()
+            if e.name == "mnist"
+        ]
+    )
+    assert run.info.status == "FINISHED"
+    (ckpt,) = (tmp_path / "out" / "train").glob("*/checkpoints/best.pt")
+    evaluated = run_cli("eval", str(ckpt))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert re.search(r"test/acc\s+\d+\.\d\d%", evaluated.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["stbp.decy=0.3"], "decy"),
+        (["stbp.time_steps=ten"], "time_steps"),
+        (["stbp.time_steps=0"], "stbp.time_steps=0"),
+        (["paths.data_root=/nonexistent", "dataset.download=false"], "SNNRUN_DATA"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_a_clear_message(run_cli, tmp_path, args, needle):
+    done = run_cli("train", "debug=fast", *outputs(tmp_path), *args)
+    text = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert needle in text
+    assert "Traceback" not in text
+
+
+def test_eval_of_a_foreign_file_is_a_clear_error(run_cli, tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    done = run_cli("eval", str(bogus))
+    assert done.returncode == 2
+    assert "not a snnrun checkpoint" in done.stderr or "corrupt" in done.stderr

@@ -1,0 +1,70 @@
+"""Fixtures shared by the whole test suite.
+
+``shared_data``: the real data root (``SNNRUN_DATA`` if set, else ``../shared/data``
+beside the repository). Tests that need it fail, never skip, when it is missing: a
+silently skipped data test would hide a broken setup.
+
+``http_server``: a real HTTP server on 127.0.0.1 serving a temporary folder, so
+download code runs end to end without the internet.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the real data root holding ``mnist/``, ``nmnist-sample/`` ..."""
+    env = os.environ.get("SNNRUN_DATA")
+    root = Path(env).expanduser() if env else DEFAULT_DATA
+    if not root.is_dir():
+        source = "SNNRUN_DATA" if env else "the default ../shared/data"
+        pytest.fail(
+            f"real data not found: {root} (from {source}) is not a folder. Set "
+            "SNNRUN_DATA=/path/to/data to a folder holding mnist/ and nmnist-sample/",
+            pytrace=False,
+        )
+    return root
+
+
+@dataclass(frozen=True)
+class HTTPServerInfo:
+    """A running local server: files under ``root`` are served at ``url + name``."""
+
+    root: Path
+    url: str
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep request lines out of the test output."""
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[HTTPServerInfo]:
+    """Serve ``tmp_path / "served"`` on an ephemeral 127.0.0.1 port."""
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
+    thread.start()
+    try:
+        yield HTTPServerInfo(root, f"http://127.0.0.1:{server.server_address[1]}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
