@@ -157,13 +157,19 @@ def main() -> None:
             "samples_per_s": args.batch / median,
         }
     base = rows["naive per-step (x[t])"]["median_s"]
-    print(f"{'variant':28s} {'ms/step':>9s} {'samples/s':>10s} {'vs naive':>9s}")
+    header = ("variant", "median ms", "min ms", "samples/s", "vs naive")
+    print(
+        f"{header[0]:28s} {header[1]:>10s} {header[2]:>8s} {header[3]:>10s} {header[4]:>9s}"
+    )
     for name, row in rows.items():
         row["speedup_vs_naive"] = base / row["median_s"]
         print(
-            f"{name:28s} {1e3 * row['median_s']:9.2f} {row['samples_per_s']:10.0f}"
-            f" {row['speedup_vs_naive']:8.2f}x"
+            f"{name:28s} {1e3 * row['median_s']:10.2f} {1e3 * row['min_s']:8.2f}"
+            f" {row['samples_per_s']:10.0f} {row['speedup_vs_naive']:8.2f}x"
         )
+    print(
+        f"load average at the end: {os.getloadavg()[0]:.2f} (a shared machine skews all rows)"
+    )
     print(f"output spikes agreeing (layerwise vs naive, batch 0): {agree:.6f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     record = {
@@ -172,6 +178,7 @@ def main() -> None:
         "lif": lif._asdict(),
         "results": rows,
         "spike_agreement": agree,
+        "load_average_1min_end": os.getloadavg()[0],
         "torch": torch.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -17,6 +17,8 @@ commands:
             snnrun train --cfg job     (print the composed config)
   eval    evaluate a checkpoint on the test set:
             snnrun eval outputs/train/<time>/checkpoints/best.pt
+  compare compare the runs of a sweep (default: the newest) or an experiment:
+            snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
 
 Runs are tracked in outputs/mlflow.db: `make mlflow-ui` to browse and compare them.
 """
@@ -47,5 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         from snnrun.app import eval as eval_app
 
         return eval_app.main(rest)
+    if verb == "compare":
+        from snnrun.app import compare
+
+        return compare.main(rest)
     sys.stderr.write(f"snnrun: unknown command '{verb}'\n\n{USAGE}")
     return 2

@@ -6,6 +6,7 @@ before a tracking run is opened, so bad values cost nothing and leave no stray r
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,6 +102,16 @@ def check_trainer(cfg: DictConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key}={value} must be > 0")
+    # nan passes "> 0" checks and inf passes torch's: both train silently into NaN.
+    for key in ("lr", "gamma", "eps", "weight_decay", "momentum"):
+        value = cfg.optim[key]
+        if not math.isfinite(value):
+            raise ConfigError(f"optim.{key}={value} must be a finite number")
+    if cfg.optim.gamma <= 0:
+        raise ConfigError(
+            f"optim.gamma={cfg.optim.gamma} must be > 0: the learning rate is "
+            "multiplied by it at each of optim.milestones; try 0.1"
+        )
     for key in ("max_batches", "max_eval_batches"):
         value = cfg.trainer[key]
         if value is not None and value <= 0:
@@ -141,28 +152,38 @@ def build_optimizer(
     optim: DictConfig, model: nn.Module
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
     """Adam or SGD plus the step schedule (×gamma after each milestone epoch)."""
-    params = model.parameters()
-    if optim.name == "adam":
-        optimizer = torch.optim.Adam(
-            params,
-            lr=optim.lr,
-            betas=tuple(optim.betas),
-            eps=optim.eps,
-            weight_decay=optim.weight_decay,
-        )
-    else:
-        optimizer = torch.optim.SGD(
-            params,
-            lr=optim.lr,
-            momentum=optim.momentum,
-            weight_decay=optim.weight_decay,
-        )
+    try:
+        optimizer = _make_optimizer(optim, model)
+    except ValueError as error:  # torch's own range checks (betas, eps, momentum ...)
+        raise ConfigError(
+            f"optim: {error} (torch rejects it; check optim.betas, optim.eps, "
+            "optim.momentum and optim.weight_decay)"
+        ) from error
     if not optim.milestones:
         return optimizer, None
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(optim.milestones), gamma=optim.gamma
     )
     return optimizer, scheduler
+
+
+def _make_optimizer(optim: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` or ``SGD`` with the group's settings."""
+    params = model.parameters()
+    if optim.name == "adam":
+        return torch.optim.Adam(
+            params,
+            lr=optim.lr,
+            betas=tuple(optim.betas),
+            eps=optim.eps,
+            weight_decay=optim.weight_decay,
+        )
+    return torch.optim.SGD(
+        params,
+        lr=optim.lr,
+        momentum=optim.momentum,
+        weight_decay=optim.weight_decay,
+    )
 
 
 def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:

@@ -2,6 +2,9 @@
 
 Resuming continues the *same* run: the same folder, the same MLflow run, and the
 config saved in the checkpoint (so the remaining epochs match an uninterrupted run).
+``resume=<run folder>`` (or an MLflow run id, or ``auto``) continues from the run's
+``checkpoints/last.pt``; ``resume=<checkpoint file>`` from that very file (e.g.
+``best.pt``), which must sit in ``<run folder>/checkpoints/``.
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ class ResumePoint:
     config: DictConfig
     state: dict[str, Any]
     run_id: str | None
+    overrides: list[str]  # the original command's overrides (run name, tags)
 
 
 def find_resume_point(cfg: DictConfig) -> ResumePoint:
     """Resolve ``cfg.resume`` to a checkpoint and load it (weights only, no code)."""
-    run_dir = _run_dir(cfg, str(cfg.resume))
-    last = run_dir / "checkpoints" / "last.pt"
+    run_dir, last = _checkpoint_of(cfg, str(cfg.resume))
     if not last.is_file():
         raise ResumeError(
             f"resume={cfg.resume}: {last} does not exist; that run saved no checkpoint "
@@ -46,18 +49,50 @@ def find_resume_point(cfg: DictConfig) -> ResumePoint:
             f"resume={cfg.resume}: that run already finished all "
             f"{config.trainer.epochs} epochs; nothing to resume"
         )
-    return ResumePoint(run_dir, config, state, state.get("run_id") or None)
+    return ResumePoint(
+        run_dir,
+        config,
+        state,
+        state.get("run_id") or None,
+        _original_overrides(state, run_dir),
+    )
+
+
+def _checkpoint_of(cfg: DictConfig, target: str) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) that ``resume=<target>`` names."""
+    path = Path(target).expanduser()
+    if target != "auto" and path.is_file():
+        path = path.resolve()
+        if path.parent.name != "checkpoints":
+            raise ResumeError(
+                f"resume={target}: a checkpoint to resume must sit in "
+                "<run folder>/checkpoints/ (resume continues that folder); pass the "
+                "run folder, or use `snnrun eval` to evaluate a loose checkpoint"
+            )
+        return path.parents[1], path
+    run_dir = _run_dir(cfg, target)
+    return run_dir, run_dir / "checkpoints" / "last.pt"
 
 
 def _run_dir(cfg: DictConfig, target: str) -> Path:
     if target == "auto":
         return _newest_run(Path(cfg.paths.output_root))
     path = Path(target).expanduser()
-    if path.is_file():  # a checkpoint file: its run folder is two levels up
-        return path.resolve().parents[1]
     if path.is_dir():
         return path.resolve()
     return _run_dir_of_mlflow_run(cfg, target)
+
+
+def _original_overrides(state: dict[str, Any], run_dir: Path) -> list[str]:
+    """The overrides of the command that started the run: saved in the checkpoint,
+    else (older checkpoints) Hydra's ``.hydra/overrides.yaml`` in the run folder."""
+    saved = state.get("overrides")
+    if saved is not None:
+        return [str(item) for item in saved]
+    hydra_file = run_dir / ".hydra" / "overrides.yaml"
+    if hydra_file.is_file():
+        return [str(item) for item in OmegaConf.load(hydra_file)]
+    return []
 
 
 def _newest_run(output_root: Path) -> Path:
@@ -75,11 +110,20 @@ def _run_dir_of_mlflow_run(cfg: DictConfig, run_id: str) -> Path:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from snnrun.track.mlflow import sqlite_path
+
+    uri = cfg.logger.tracking_uri
+    not_found = f"resume={run_id} is not a folder, a checkpoint or a run id in {uri}"
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():  # do not create an empty store
+        raise ResumeError(f"{not_found} (there is no store at {db})")
     try:
-        run = MlflowClient(tracking_uri=cfg.logger.tracking_uri).get_run(run_id)
+        run = MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException as error:
+        raise ResumeError(not_found) from error
+    if "run_dir" not in run.data.tags:
         raise ResumeError(
-            f"resume={run_id} is not a folder, a checkpoint or a run id in "
-            f"{cfg.logger.tracking_uri}"
-        ) from error
+            f"resume={run_id}: that MLflow run was not made by `snnrun train` (it has "
+            "no run_dir tag); pass the run folder instead"
+        )
     return Path(run.data.tags["run_dir"])

@@ -148,6 +148,14 @@ class PathsConfig:
 
 
 @dataclass
+class SweepConfig:
+    """Multirun behaviour (``app/sweep.py``): ``force`` reruns a job even when a
+    finished run in the same experiment has the identical config."""
+
+    force: bool = False
+
+
+@dataclass
 class TrainConfig:
     """Root of ``snnrun train``: one field per config group plus run-wide keys."""
 
@@ -158,6 +166,7 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
     seed: int = 0
     device: str = "auto"
     tags: dict[str, str] = field(default_factory=dict)

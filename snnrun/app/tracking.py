@@ -7,8 +7,11 @@ MLflow params are the resolved config flattened to the dotted keys users type
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,22 @@ from snnrun.app.schema import project_root
 from snnrun.data import DataMeta
 from snnrun.train.hooks import Hook
 
-NOT_PARAMS = ("paths", "tags")  # machine-specific folders and free tags
+NOT_PARAMS = ("paths", "tags", "sweep")  # machine folders, free tags, sweep control
+# Keys that change where a run writes, how it is tracked or shown, never what it computes:
+# left out of the config hash that finds identical finished runs (``app/sweep.py``).
+NOT_HASHED = (*NOT_PARAMS, "logger", "resume", "trainer.progress", "trainer.log_every")
+
+
+@dataclass(frozen=True)
+class SweepLink:
+    """How a multirun job's MLflow run hangs under its sweep's parent run.
+
+    ``run_name`` is the job's swept overrides (``stbp.decay=0.1 seed=0``); ``tags``
+    carry the sweep id and the job number (``app/sweep.py`` builds this)."""
+
+    parent_run_id: str
+    run_name: str
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -36,6 +54,30 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def resolved(cfg: DictConfig) -> dict[str, Any]:
     """The config as plain containers, interpolations resolved, enums as names."""
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+def config_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A resolved config as MLflow params: dotted keys, minus ``NOT_PARAMS``."""
+    return {
+        k: v for k, v in flatten(config).items() if k.split(".")[0] not in NOT_PARAMS
+    }
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """16 hex digits identifying what a run computes: the resolved config minus the
+    ``NOT_HASHED`` keys. Equal hashes mean the same training (data files aside)."""
+    kept = {
+        key: value
+        for key, value in flatten(resolved(cfg)).items()
+        if not any(key == n or key.startswith(n + ".") for n in NOT_HASHED)
+    }
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def experiment_name(cfg: DictConfig) -> str:
+    """``logger.experiment``, else the dataset's name (one experiment per dataset)."""
+    return str(cfg.logger.experiment or cfg.dataset.name)
 
 
 def run_name(cfg: DictConfig, overrides: list[str], meta: DataMeta) -> str:
@@ -72,17 +114,18 @@ def make_tracker(
     run_dir: Path,
     overrides: list[str],
     resume_run_id: str | None = None,
+    sweep: SweepLink | None = None,
 ) -> Hook | None:
-    """An MLflow hook for ``logger=mlflow`` (MLflow is imported only then)."""
+    """An MLflow hook for ``logger=mlflow`` (MLflow is imported only then); a sweep
+    job's run is named by its swept overrides and nested under the sweep's run."""
     if cfg.logger.name != "mlflow":
         return None
     from snnrun.track.mlflow import MLflowHook, check_store
+    from snnrun.track.query import CONFIG_HASH_TAG
 
     check_store(cfg.logger.tracking_uri)
     config = resolved(cfg)
-    params = {
-        k: v for k, v in flatten(config).items() if k.split(".")[0] not in NOT_PARAMS
-    }
+    params = config_params(config)
     params.update({f"data.{k}": v for k, v in meta.provenance.items()})
     tags = {
         "dataset": meta.name,
@@ -90,14 +133,16 @@ def make_tracker(
         "overrides": " ".join(overrides),
         **meta.tags,
         **dict(cfg.tags),
+        CONFIG_HASH_TAG: config_hash(cfg),
+        **(sweep.tags if sweep else {}),
     }
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return MLflowHook(
         tracking_uri=cfg.logger.tracking_uri,
-        experiment=cfg.logger.experiment or cfg.dataset.name,
-        run_name=run_name(cfg, overrides, meta),
+        experiment=experiment_name(cfg),
+        run_name=run_name(cfg, [sweep.run_name] if sweep else overrides, meta),
         params=params,
         tags=tags,
         artifacts={
@@ -105,6 +150,7 @@ def make_tracker(
             "overrides.yaml": OmegaConf.to_yaml(list(overrides)),
         },
         run_id=resume_run_id,
+        parent_run_id=sweep.parent_run_id if sweep else None,
         log_checkpoints=cfg.logger.log_checkpoints,
     )
 

@@ -2,22 +2,29 @@
 
 Reads top to bottom. Hydra composes ``conf/train.yaml`` with the command-line
 overrides; everything else happens in :func:`train`, which the tests also call.
+
+Under ``torchrun --nproc_per_node=N -m snnrun train ...`` :func:`main` first joins
+the process group and pins one run folder for all ranks (``app/distributed.py``);
+:func:`train` then wraps the model in DDP and lets rank 0 alone print, track and save.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
+from snnrun.app import distributed
 from snnrun.app.build import build_parts
-from snnrun.app.guard import RunGuard
-from snnrun.app.resume import find_resume_point
+from snnrun.app.guard import RunGuard, fail, is_user_error
+from snnrun.app.resume import ResumePoint, find_resume_point
 from snnrun.app.schema import config_dir, register_configs
+from snnrun.app.sweep_job import SweepJob, crashed_run_dir, job_of, reuse_finished
 from snnrun.app.tracking import make_progress, make_tracker, resolved
 from snnrun.train.loop import LoopSettings, Trainer
 
@@ -25,34 +32,102 @@ log = logging.getLogger(__name__)
 register_configs()
 
 
+def main() -> None:
+    """``snnrun train``: one process, or one rank of a torchrun launch.
+
+    Under torchrun (``WORLD_SIZE`` > 1) rank 0 runs Hydra first and sends its run
+    folder; the other ranks wait for it, then run Hydra pinned to that folder.
+    """
+    args = sys.argv[1:]
+    try:
+        info = distributed.from_env()
+        if info.is_distributed and not distributed.exits_before_job(args):
+            distributed.check_launch(args)
+    except distributed.LaunchError as error:
+        sys.stderr.write(f"snnrun: error: {error}\n")
+        raise SystemExit(2) from None
+    if not info.is_distributed or distributed.exits_before_job(args):
+        hydra_main()
+        return
+    distributed.init(info)
+    try:
+        if info.is_main:
+            try:
+                hydra_main()
+            finally:  # a config error before the job: release the waiting ranks
+                distributed.publish_run_dir(None)
+            return
+        run_dir = distributed.receive_run_dir()
+        if run_dir is None:
+            raise SystemExit(f"rank {info.rank}: rank 0 failed before training")
+        pinned = distributed.follower_overrides(run_dir, info.rank)
+        sys.argv = [sys.argv[0], *args, *pinned]
+        hydra_main()
+    finally:
+        distributed.teardown()
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     """Hydra entry point; returns the sweep objective ``val/acc_best``."""
     hydra_cfg = HydraConfig.get()
-    return train(
-        cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task)
-    )
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    distributed.publish_run_dir(run_dir)  # rank 0 of torchrun; else a no-op
+    if not distributed.is_main_process():
+        distributed.quiet_console()
+    job = job_of(hydra_cfg)  # a multirun job: skipped or resumed if it ran before
+    if job is not None:
+        reused = reuse_finished(cfg, job)
+        if reused is not None:
+            return reused
+        cfg.resume = cfg.resume or crashed_run_dir(cfg, job)
+    return train(cfg, run_dir, list(hydra_cfg.overrides.task), job)
 
 
-def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
-    """Train one job described by ``cfg``, writing into ``run_dir``."""
-    point = find_resume_point(cfg) if cfg.get("resume") else None
+def train(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], job: SweepJob | None = None
+) -> float:
+    """Train one job described by ``cfg``, writing into ``run_dir``.
+
+    A sweep ``job`` is tracked as a child of its sweep's MLflow run, and its errors
+    go back to Hydra (the sweep goes on) instead of ending the process.
+
+    In a process group every rank calls this with the same ``run_dir``: each trains
+    on its shard through DDP, metrics are summed over ranks, and rank 0 alone shows
+    progress, tracks in MLflow and writes checkpoints.
+    """
+    rank = distributed.current()
+    point = _resume_point(cfg, run_dir, job) if cfg.get("resume") else None
     if point is not None:
-        cfg, run_dir = point.config, point.run_dir
+        _warn_ignored(overrides)
+        cfg, run_dir, overrides = point.config, point.run_dir, point.overrides
+        _log_into(run_dir)
     hint = f"snnrun train resume={run_dir}"
-    with RunGuard(run_dir, resume_hint=hint) as guard:
+    if job is not None:  # rerunning the sweep skips finished jobs and resumes this one
+        hint = f"the same snnrun train -m command, or {hint}"
+    with RunGuard(run_dir, resume_hint=hint, in_sweep=job is not None) as guard:
         if cfg.trainer.num_threads:
             torch.set_num_threads(cfg.trainer.num_threads)
-        _show_config(cfg)
-        parts = build_parts(cfg)
-        hooks = [h for h in (make_progress(cfg),) if h is not None]
+        if rank.is_distributed:  # a tag in MLflow: trainer.batch_size is per rank
+            with open_dict(cfg.tags):
+                cfg.tags["world_size"] = str(rank.world_size)
+        if rank.is_main:
+            _show_config(cfg)
+        parts = build_parts(cfg, rank.rank, rank.world_size)
+        progress = make_progress(cfg) if rank.is_main else None
+        hooks = [h for h in (progress,) if h is not None]
         guard.closers += [lambda _status, h=h: h.close() for h in hooks]
-        tracker = make_tracker(
-            cfg,
-            parts.data.meta,
-            run_dir,
-            overrides,
-            resume_run_id=point.run_id if point else None,
+        tracker = (
+            make_tracker(
+                cfg,
+                parts.data.meta,
+                run_dir,
+                overrides,
+                resume_run_id=point.run_id if point else None,
+                sweep=job.link if job else None,
+            )
+            if rank.is_main
+            else None
         )
         if tracker is not None:
             guard.closers.append(tracker.finish)
@@ -61,7 +136,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
         else:
             run_id = None
         trainer = Trainer(
-            parts.model,
+            distributed.wrap_model(parts.model, rank),
             parts.optimizer,
             parts.scheduler,
             parts.loss_fn,
@@ -74,14 +149,16 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
                 max_eval_batches=cfg.trainer.max_eval_batches,
                 eval_repeats=cfg.trainer.eval_repeats,
                 checkpoint_dir=run_dir / "checkpoints"
-                if cfg.trainer.checkpoint
+                if cfg.trainer.checkpoint and rank.is_main
                 else None,
                 detect_anomaly=cfg.trainer.detect_anomaly,
             ),
             extra_state={
                 "config": OmegaConf.to_yaml(resolved(cfg)),
                 "run_id": run_id or "",
+                "overrides": list(overrides),  # a resumed run keeps its name and tags
             },
+            reduce=distributed.all_reduce_sum if rank.is_distributed else None,
         )
         if point is not None:
             trainer.load_state_dict(point.state)
@@ -91,6 +168,7 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
                 trainer.position.epoch,
                 trainer.position.batch,
             )
+        distributed.split_streams((e.generator for e in parts.encoders), rank.rank)
         guard.stop = trainer.request_stop
         log.info(
             "data: %s (%d train / %d test samples) on %s",
@@ -101,6 +179,43 @@ def train(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
         )
         trainer.fit(*parts.loaders)
     return trainer.position.best_acc
+
+
+def _resume_point(cfg: DictConfig, run_dir: Path, job: SweepJob | None) -> ResumePoint:
+    """``find_resume_point``; a bad ``resume=`` is one clear error and exit 2."""
+    try:
+        return find_resume_point(cfg)
+    except Exception as error:
+        if job is not None or not is_user_error(error):
+            raise
+        fail(f"{error}\n(this command's folder: {run_dir})")
+
+
+def _warn_ignored(overrides: list[str]) -> None:
+    """Resuming uses the run's saved config: say so when other overrides were given."""
+    ignored = [o for o in overrides if not o.lstrip("+~").startswith("resume=")]
+    if ignored:
+        log.warning(
+            "resume continues with the run's saved config; ignored: %s",
+            " ".join(ignored),
+        )
+
+
+def _log_into(run_dir: Path) -> None:
+    """Also append this process's log to the resumed run's own ``train.log``.
+
+    Hydra logs into the new folder it made for this command; the run's history
+    belongs in the run folder too. Does nothing outside Hydra (no file handler).
+    """
+    root = logging.getLogger()
+    files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
+    path = run_dir / "train.log"
+    if not files or any(Path(h.baseFilename) == path for h in files):
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(files[0].formatter)
+    handler.setLevel(files[0].level)
+    root.addHandler(handler)
 
 
 def _show_config(cfg: DictConfig) -> None:

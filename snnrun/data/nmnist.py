@@ -151,14 +151,19 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
     files_hash = file_list_hash(root, [r.path for rs in used.values() for r in rs])
     key = cache_key(params, files_hash)
     cache_dir = Path(ctx.cache_root) / "nmnist" if cfg.cache else None
+    sums = read_sha256sums(root)
     splits = {
-        split: load_or_build(
-            cache_dir, key, split, lambda rs=recs: bin_recordings(rs, params)
+        split: load_or_build(  # files are read (and checked) only on a cache miss
+            cache_dir,
+            key,
+            split,
+            lambda rs=recs: bin_recordings(verify_recordings(root, rs, sums), params),
         )
         for split, recs in used.items()
     }
     facts = _provenance(root, available, used, params)
     facts.update(file_list_sha256=files_hash[:_SHORT_HASH], cache_key=key[:_SHORT_HASH])
+    facts.update(_checksum_facts(root, used, sums))
     meta = DataMeta(
         name=dataset_label(len(used["train"]), len(used["test"])),
         in_shape=(_channels(cfg.polarity), *NMNIST_SENSOR_HW),
@@ -182,6 +187,81 @@ def _provenance(
     facts.update({f"n_{s}_available": str(len(r)) for s, r in available.items()})
     facts.update({k: "none" if v is None else str(v) for k, v in params.items()})
     return facts
+
+
+# -------------------------------------------------------------------- checksums
+SHA256SUMS = "SHA256SUMS"
+
+
+def read_sha256sums(root: Path) -> dict[str, str] | None:
+    """``<root>/SHA256SUMS`` (``sha256sum`` format) as relative path → hex digest.
+
+    Returns None when the folder has no such file (the official archives do not).
+
+    Raises:
+        DataError: the file exists but a line is not ``<64 hex>  <path>``.
+    """
+    path = root / SHA256SUMS
+    if not path.is_file():
+        return None
+    sums: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")  # "*" marks binary mode in sha256sum output
+        if len(digest) != 64 or not name:
+            raise DataError(
+                f"{path} line {number} is not '<sha256>  <path>': {line[:80]!r}; "
+                "fix or delete that file"
+            )
+        sums[name] = digest.lower()
+    return sums
+
+
+def verify_recordings(
+    root: Path, recordings: list[Recording], sums: dict[str, str] | None
+) -> list[Recording]:
+    """Check every listed recording against ``SHA256SUMS`` (~30 ms per 1,100 files).
+
+    Files the sums do not list, or no sums at all, pass unchecked.
+
+    Raises:
+        DataError: a file whose SHA256 differs, named with the fix.
+    """
+    if not sums:
+        return recordings
+    for recording in recordings:
+        expected = sums.get(recording.path.relative_to(root).as_posix())
+        if expected is None:
+            continue
+        actual = hashlib.sha256(recording.path.read_bytes()).hexdigest()
+        if actual != expected:
+            raise DataError(
+                f"corrupt N-MNIST recording {recording.path}: SHA256 {actual[:16]}… "
+                f"differs from {expected[:16]}… in {root / SHA256SUMS} (truncated or "
+                "altered). Restore it from the original copy, or delete the folder "
+                "and download again."
+            )
+    return recordings
+
+
+def _checksum_facts(
+    root: Path, used: dict[str, list[Recording]], sums: dict[str, str] | None
+) -> dict[str, str]:
+    """Provenance: how many used files SHA256SUMS covers, and one hash over their
+    listed digests (it changes when any used file's expected content does)."""
+    if sums is None:
+        return {"sha256sums": "none"}
+    names = sorted(
+        r.path.relative_to(root).as_posix() for rs in used.values() for r in rs
+    )
+    listed = [f"{sums[n]}  {n}" for n in names if n in sums]
+    summary = hashlib.sha256("\n".join(listed).encode()).hexdigest()
+    return {
+        "sha256sums": summary[:_SHORT_HASH],
+        "sha256_checked": f"{len(listed)}/{len(names)}",
+    }
 
 
 def transform_params(cfg: NMNISTConfig, time_steps: int) -> dict[str, object]:

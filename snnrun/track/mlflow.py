@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+import sys
 import tempfile
 import time
 import urllib.error
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+PEAK_RSS_KEY = "perf/peak_rss_mb"
 _FIX = "set logger.tracking_uri=sqlite:///<writable folder>/mlflow.db or logger=none"
 # A sqlite store answers "database is locked" (TEMPORARILY_UNAVAILABLE) while a
 # parallel sweep job writes; a short back-off beats failing hours of training.
@@ -178,6 +180,17 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def peak_rss_mb() -> float | None:
+    """The process's peak resident memory so far, in MiB (None off Unix). A high-water
+    mark: jobs sharing a process (a basic multirun) see the largest job's peak."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
 # --- the hook -----------------------------------------------------------------------
 
 
@@ -285,9 +298,12 @@ class MLflowHook(Hook):
         self.start()
 
     def on_epoch_end(self, event: EpochEnd) -> None:
-        """Log every finite metric of the epoch at ``step=epoch``."""
+        """Log every finite metric of the epoch at ``step=epoch``, plus the peak
+        memory of the process (``perf/peak_rss_mb``)."""
         self._last_epoch = event.epoch
-        self._log_metrics(event.metrics, step=event.epoch)
+        peak = peak_rss_mb()
+        extra = {PEAK_RSS_KEY: peak} if peak is not None else {}
+        self._log_metrics({**event.metrics, **extra}, step=event.epoch)
 
     def on_checkpoint(self, event: CheckpointSaved) -> None:
         """Upload the checkpoint under ``checkpoints/`` (same name overwrites)."""

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -30,25 +30,50 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
     A failure (disk full, no permission) leaves any previous file at ``path`` intact.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as error:
+        raise _write_error(path, error) from error
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            _torch_save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as error:
         Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(
-            f"could not write checkpoint {path}: {error.strerror or error}. The previous "
-            "checkpoint (if any) is intact; free disk space or set paths.output_root "
-            "to a writable folder, then resume"
-        ) from error
+        raise _write_error(path, error) from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)  # make the rename itself survive a power loss
+
+
+def _write_error(path: Path, error: OSError) -> CheckpointError:
+    """The message for a checkpoint that could not be written."""
+    return CheckpointError(
+        f"could not write checkpoint {path}: {error.strerror or error}. The previous "
+        "checkpoint (if any) is intact; free disk space or set paths.output_root "
+        "to a writable folder, then resume"
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries to disk; best effort (not every OS allows it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -59,18 +84,21 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes); use the other checkpoint of that "
+            "run (last.pt / best.pt) or start afresh"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (
-        RuntimeError,
-        EOFError,
-        pickle.UnpicklingError,
-        zipfile.BadZipFile,
-    ) as error:
+    except pickle.UnpicklingError as error:
+        raise _refused(path, error) from error
+    # Arbitrary bytes can break the parser in any way (IndexError, KeyError, ...).
+    except Exception as error:
         raise CheckpointError(
             f"checkpoint {path} is truncated, corrupt or not a snnrun checkpoint "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:200]}); use the "
-            "other checkpoint of that run (last.pt / best.pt) or start afresh"
+            f"({_first_line(error)}); use the other checkpoint of that run "
+            "(last.pt / best.pt) or start afresh"
         ) from error
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(
@@ -83,3 +111,61 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"understands ({VERSION}); upgrade snnrun"
         )
     return state
+
+
+class _ErrorKeepingWriter:
+    """A file wrapper for ``torch.save`` that keeps the first ``OSError`` of a write.
+
+    torch's zip writer swallows the exception its ``write`` callback raises and fails
+    later with an opaque ``RuntimeError`` ("unexpected pos ..."); a full disk must
+    instead be reported as ``[Errno 28] No space left on device``.
+    """
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _torch_save(payload: dict[str, Any], handle: IO[bytes]) -> None:
+    """``torch.save`` into ``handle``; a failed write raises its own ``OSError``."""
+    writer = _ErrorKeepingWriter(handle)
+    try:
+        torch.save(payload, writer)
+    except RuntimeError:
+        if writer.error is not None:
+            raise writer.error from None
+        raise
+
+
+def _first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 200 characters)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0].split(". ")[0][:200] if lines else "no details"
+    return f"{type(error).__name__}: {text}"
+
+
+def _refused(path: Path, error: pickle.UnpicklingError) -> CheckpointError:
+    """The message for a file the weights-only unpickler would not load."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found:
+        return CheckpointError(
+            f"{path} was refused: it holds pickled code or objects ({found.group(1)}) "
+            "that a snnrun checkpoint never contains, so it is not a snnrun checkpoint "
+            "or it was tampered with. Nothing in it was run (checkpoints load with "
+            "torch.load(weights_only=True)); pass a checkpoint written by `snnrun train`"
+        )
+    return CheckpointError(
+        f"checkpoint {path} is corrupt or not a torch file (its bytes are not a "
+        "checkpoint: the unpickler stopped at an unknown instruction; nothing in it was "
+        "run); use the other checkpoint of that run (last.pt / best.pt) or start afresh"
+    )

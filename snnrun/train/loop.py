@@ -27,7 +27,7 @@ from snnrun.train.hooks import (
     FitStart,
     Hook,
 )
-from snnrun.train.metrics import RunningMetrics
+from snnrun.train.metrics import Reduce, RunningMetrics
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -52,7 +52,12 @@ class Encoder(Protocol):
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the last good checkpoint is kept.
+
+    The STBP loss is a squared error of firing rates in [0, 1], so it stays finite
+    even when the weights overflow (NaN potentials simply never fire): the weights
+    are checked after every optimiser step as well.
+    """
 
 
 @dataclass
@@ -75,10 +80,25 @@ class Position:
     batch: int = 0
     best_acc: float = -1.0
     running: list[float] = field(default_factory=list)  # partial-epoch sums on resume
+    rates: Tensor | None = None  # partial-epoch sum of the layer rates, for resume
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a (Distributed)DataParallel wrapper, else ``model``."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
 class Trainer:
-    """Fits a spiking network with STBP and evaluates it after every epoch."""
+    """Fits a spiking network with STBP and evaluates it after every epoch.
+
+    Data-parallel: ``model`` may be a ``DistributedDataParallel`` (it trains through
+    the wrapper; evaluation and checkpoints use the network inside, so a checkpoint
+    loads without DDP). ``reduce`` sums a tensor over all ranks (an all-reduce); the
+    loop applies it to the metric totals of train and eval and to the firing rates,
+    so every rank computes the same epoch metrics and takes the same decisions.
+    ``None``: one process.
+    """
 
     def __init__(
         self,
@@ -91,8 +111,11 @@ class Trainer:
         hooks: Sequence[Hook] = (),
         settings: LoopSettings | None = None,
         extra_state: dict[str, Any] | None = None,
+        reduce: Reduce | None = None,
     ) -> None:
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.net = unwrap(model)  # what evaluate() runs and checkpoints hold
+        self.reduce = reduce
         self.loss_fn = loss_fn
         self.train_encoder, self.eval_encoder = encoders
         self.device = device
@@ -101,6 +124,8 @@ class Trainer:
         self.extra_state = extra_state or {}  # e.g. the tracking run id, saved as is
         self.position = Position()
         self._stop_requested = False
+        self._mid_batch = False  # between a batch's first draw and its position update
+        self._eval_rng: Tensor | None = None  # eval generator at the evaluation's start
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current batch (signal handlers call this).
@@ -124,7 +149,7 @@ class Trainer:
                 while self.position.epoch <= s.epochs:
                     metrics = self._run_epoch(train, val)
         except KeyboardInterrupt:
-            self._save("last")  # mid-epoch position: resume continues from this batch
+            self._save_interrupted()
             self._emit("on_fit_end", FitEnd("KILLED", metrics))
             raise
         except BaseException:
@@ -136,7 +161,8 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader: Loader) -> dict[str, float]:
         """One (or ``eval_repeats``) stochastic pass(es) over ``loader``: val/loss, val/acc."""
-        self.model.eval()
+        self.net.eval()
+        self._eval_rng = self.eval_encoder.generator.get_state()
         totals = RunningMetrics(self.device)
         loader.set_epoch(0)
         limit = self._cap(len(loader), self.settings.max_eval_batches)
@@ -145,19 +171,22 @@ class Trainer:
                 break
             x, y = self._to_device(x, y)
             rate = sum(
-                firing_rate(self.model(self.eval_encoder(x)).spikes)
+                firing_rate(self.net(self.eval_encoder(x)).spikes)
                 for _ in range(self.settings.eval_repeats)
             )
             rate = rate / self.settings.eval_repeats
             totals.update(self.loss_fn(rate, y), predict(rate), y)
             if self._stop_requested:
                 raise KeyboardInterrupt
+        totals = totals.reduced(self.reduce)
+        self._eval_rng = None
         return {"val/loss": totals.loss, "val/acc": totals.acc}
 
     # -- one epoch ------------------------------------------------------------------
     def _run_epoch(self, train: Loader, val: Loader) -> dict[str, float]:
         epoch, started = self.position.epoch, time.perf_counter()
         running, rates, batches = self._train_batches(train, epoch)
+        running = running.reduced(self.reduce)  # all ranks: Σ loss·n, Σ correct, Σ n
         train_seconds = time.perf_counter() - started
         self._emit(
             "on_eval_start",
@@ -173,12 +202,7 @@ class Trainer:
         metrics["time/epoch_s"] = time.perf_counter() - started
         metrics["perf/samples_per_s"] = running.samples / max(train_seconds, 1e-9)
         metrics["optim/lr"] = self.optimizer.param_groups[0]["lr"]
-        metrics.update(
-            {
-                f"rate/layer{i + 1}": float(r) / max(batches, 1)
-                for i, r in enumerate(rates)
-            }
-        )
+        metrics.update(self._layer_rates(rates, batches))
         if self.scheduler is not None:
             self.scheduler.step()
         self.position = Position(epoch + 1, 0, self.position.best_acc)
@@ -196,12 +220,13 @@ class Trainer:
         running = RunningMetrics(self.device)
         self._restore_running(running)
         limit = self._cap(len(train), self.settings.max_batches)
-        rates, done = torch.zeros(0, device=self.device), 0
+        rates, done = self._restored_rates()
         for index, (x, y) in enumerate(
             train.iter_from(self.position.batch), start=self.position.batch
         ):
             if index >= limit:
                 break
+            self._mid_batch = True
             out, loss, y = self._step(x, y)
             self._check_finite(loss, epoch, index + 1)
             running.update(loss, predict(firing_rate(out.spikes.detach())), y)
@@ -209,6 +234,8 @@ class Trainer:
             done += 1
             self.position.batch = index + 1
             self.position.running = running.totals().tolist()
+            self.position.rates = rates
+            self._mid_batch = False
             self._emit(
                 "on_batch_end",
                 BatchEnd(
@@ -229,17 +256,71 @@ class Trainer:
         return out, loss, y
 
     # -- helpers --------------------------------------------------------------------
+    def _layer_rates(self, rates: Tensor, batches: int) -> dict[str, float]:
+        """``rate/layer<i>``: mean firing rate per batch (spikes/neuron/step) over all
+        ranks; ``rates`` [L] is this rank's sum over its ``batches``."""
+        count = rates.new_tensor([batches], dtype=torch.float64)
+        sums = torch.cat([rates.double().flatten(), count])
+        if self.reduce is not None:
+            sums = self.reduce(sums)
+        total = max(float(sums[-1]), 1.0)
+        return {f"rate/layer{i + 1}": float(r) / total for i, r in enumerate(sums[:-1])}
+
     def _check_finite(self, loss: Tensor, epoch: int, batch: int) -> None:
-        value = float(loss.detach())  # one sync per step; the step dominates
+        """Raise NonFiniteLossError if the loss or any weight is NaN/inf after a step."""
+        # A sum is finite only if every element is (NaN and inf propagate, and a sum
+        # that overflows means blown-up weights too): one cheap reduction per tensor
+        # (isfinite().all() costs ~100x more on CPU) and one sync per step.
+        sums = [loss.detach().float().sum()]
+        sums += [p.detach().sum().float() for p in self.net.parameters()]
+        if math.isfinite(float(torch.stack(sums).sum())):
+            return
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLossError(
+            f"{self._what_blew_up(loss)} at epoch {epoch}, batch {batch} "
+            f"(lr={lr:g}). Likely cause: a learning rate too high for this network "
+            "(optim.lr, or optim.gamma > 1 with optim.milestones; try optim.lr=1e-3). "
+            f"{self._kept_checkpoint()}; rerun with debug=anomaly to find the operation"
+        )
+
+    def _what_blew_up(self, loss: Tensor) -> str:
+        """``the loss became nan`` / ``the weights (names) became NaN/inf`` ..."""
+        value = float(loss.detach())
         if not math.isfinite(value):
-            lr = self.optimizer.param_groups[0]["lr"]
-            raise NonFiniteLossError(
-                f"loss became {value} at epoch {epoch}, batch {batch} (lr={lr:g}). "
-                "Likely causes: a learning rate too high for this network (try "
-                "optim.lr=1e-4), or a threshold/decay that blows up the potential. "
-                "The last good checkpoint is kept; rerun with debug=anomaly to find "
-                "the operation"
-            )
+            return f"the loss became {value}"
+        names = [n for n, p in self.net.named_parameters() if not p.isfinite().all()]
+        if names:
+            return f"the weights ({', '.join(names[:3])}) became NaN/inf"
+        return "the weights overflowed (their sum exceeds float32's range)"
+
+    def _kept_checkpoint(self) -> str:
+        """Which checkpoint survives a failure (none is written after it)."""
+        directory = self.settings.checkpoint_dir
+        if directory is not None and (directory / "last.pt").is_file():
+            return f"The last good checkpoint {directory / 'last.pt'} is kept"
+        return "No checkpoint had been written yet"
+
+    def _restored_rates(self) -> tuple[Tensor, int]:
+        """Layer-rate sum and batch count of a partly run epoch (resume), else none."""
+        saved = self.position.rates
+        if self.position.batch and saved is not None:
+            return saved.to(self.device), self.position.batch
+        return torch.zeros(0, device=self.device), 0
+
+    def _save_interrupted(self) -> None:
+        """Checkpoint a stop at its exact position, so resume repeats nothing.
+
+        A stop mid-evaluation rewinds the eval generator (the resumed run repeats that
+        evaluation whole). An abrupt stop mid-batch (a second Ctrl-C) saves nothing:
+        its weights, position and generators may disagree, so the last checkpoint
+        (consistent) stays.
+        """
+        if self._mid_batch:
+            return
+        if self._eval_rng is not None:
+            self.eval_encoder.generator.set_state(self._eval_rng)
+            self._eval_rng = None
+        self._save("last")
 
     def _restore_running(self, running: RunningMetrics) -> None:
         if self.position.batch and self.position.running:
@@ -265,7 +346,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything exact resume needs (tensors, numbers, strings only)."""
         return {
-            "model": self.model.state_dict(),
+            "model": self.net.state_dict(),  # unwrapped: loads without DDP
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None
             if self.scheduler is None
@@ -274,6 +355,9 @@ class Trainer:
             "batch": self.position.batch,
             "best_acc": self.position.best_acc,
             "running": list(self.position.running),
+            "rates": None
+            if self.position.rates is None
+            else self.position.rates.detach().cpu(),
             "rng": {
                 "train_encoder": self.train_encoder.generator.get_state(),
                 "eval_encoder": self.eval_encoder.generator.get_state(),
@@ -283,7 +367,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs)."""
-        self.model.load_state_dict(state["model"])
+        self.net.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -292,6 +376,7 @@ class Trainer:
             int(state["batch"]),
             float(state["best_acc"]),
             list(state["running"]),
+            state.get("rates"),  # absent in checkpoints of older versions
         )
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])

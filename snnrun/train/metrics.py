@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
+
+Reduce = Callable[[Tensor], Tensor]  # element-wise sum over all ranks (all-reduce)
 
 
 class RunningMetrics:
@@ -38,3 +42,22 @@ class RunningMetrics:
                 self.loss_sum.new_tensor(self.samples),
             ]
         )
+
+    @classmethod
+    def from_totals(cls, totals: Tensor) -> RunningMetrics:
+        """The inverse of :meth:`totals`: ``[loss_sum, correct, samples]`` float64 [3]."""
+        metrics = cls(totals.device)
+        metrics.loss_sum += totals[0]
+        metrics.correct += totals[1].round().long()
+        metrics.samples = round(float(totals[2]))
+        return metrics
+
+    def reduced(self, reduce: Reduce | None) -> RunningMetrics:
+        """These sums over all ranks (``reduce`` all-reduces :meth:`totals`).
+
+        Epoch means then weigh every sample of every rank alike: loss = Σ loss·n / Σ n.
+        ``reduce=None`` (one process) returns ``self``.
+        """
+        if reduce is None:
+            return self
+        return RunningMetrics.from_totals(reduce(self.totals()))
