@@ -30,10 +30,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: the CPU wheel; an unpinned torch pulls multi-GB CUDA wheels
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# dev tools and the sweep plugins (Optuna sweeper, joblib and submitit launchers)
+	$(PY) -m pip install --quiet -e '.[dev,sweep]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install snnrun (editable) with dev tools
+install: $(STAMP)  ## create .venv and install snnrun (editable), dev tools, sweep plugins
 
 train: $(STAMP)  ## run `snnrun train $(ARGS)` (default: MNIST MLP, tracked in MLflow)
 	$(SNNRUN) train $(ARGS)

@@ -110,7 +110,10 @@ def test_the_sweep_callback_is_registered() -> None:
 
 
 def needs(plugin: str) -> pytest.MarkDecorator:
-    missing = importlib.util.find_spec(f"hydra_plugins.{plugin}") is None
+    try:
+        missing = importlib.util.find_spec(f"hydra_plugins.{plugin}") is None
+    except ModuleNotFoundError:  # no Hydra plugin installed at all
+        missing = True
     reason = f"{plugin} is not installed: pip install -e '.[sweep]'"
     return pytest.mark.skipif(missing, reason=reason)
 
