@@ -14,6 +14,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from snnrun.app.speed import (
+    CompileUnavailableError,
+    check_compile_backend,
+    compile_model,
+    make_adam,
+)
 from snnrun.data import BuildContext, DataBundle
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
@@ -87,6 +93,14 @@ def lif_params(stbp: DictConfig) -> LIFParams:
     try:
         return params.validate()
     except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def check_compile(device: torch.device) -> None:
+    """``trainer.compile=true`` needs inductor's tool chain for ``device``."""
+    try:
+        check_compile_backend(device)
+    except CompileUnavailableError as error:
         raise ConfigError(str(error)) from error
 
 
@@ -168,10 +182,10 @@ def build_optimizer(
 
 
 def _make_optimizer(optim: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` or ``SGD`` with the group's settings."""
+    """``torch.optim.Adam`` (fused kernel where supported) or ``SGD``."""
     params = model.parameters()
     if optim.name == "adam":
-        return torch.optim.Adam(
+        return make_adam(
             params,
             lr=optim.lr,
             betas=tuple(optim.betas),
@@ -191,8 +205,14 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     check_trainer(cfg)
     lif = lif_params(cfg.stbp)
     device = resolve_device(cfg.device)
+    # .get: configs saved in checkpoints before the key existed lack it
+    compile_net = bool(cfg.trainer.get("compile", False))
+    if compile_net:
+        check_compile(device)
     data = build_data(cfg)
     model = build_model(cfg, data, lif).to(device)
+    if compile_net:
+        compile_model(model, device)
     optimizer, scheduler = build_optimizer(cfg.optim, model)
     form = str(getattr(cfg.stbp.loss_form, "value", cfg.stbp.loss_form))
 

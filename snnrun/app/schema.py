@@ -122,7 +122,14 @@ class LoggerConfig:
 
 @dataclass
 class TrainerConfig:
-    """Loop settings. ``max_batches``/``max_eval_batches`` cap an epoch (debug runs)."""
+    """Loop settings. ``max_batches``/``max_eval_batches`` cap an epoch (debug runs).
+
+    ``compile``: run the network's forward and backward through ``torch.compile``
+    (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
+    rounding may flip a spike where |u − V_th| ≈ 1e-5. Compiling happens in epoch 1
+    (tens of seconds on a CPU, once per batch shape), so it pays on long runs only;
+    measured gains in ``benchmarks/results/``. See ``snnrun/app/speed.py``.
+    """
 
     epochs: int = 5
     batch_size: int = 100
@@ -135,6 +142,7 @@ class TrainerConfig:
     log_every: int = 100
     num_threads: Optional[int] = None
     detect_anomaly: bool = False
+    compile: bool = False
 
 
 @dataclass

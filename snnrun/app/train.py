@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -20,12 +21,14 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from snnrun.app import distributed
-from snnrun.app.build import build_parts
+from snnrun.app.build import Parts, build_parts
 from snnrun.app.guard import RunGuard, fail, is_user_error
 from snnrun.app.resume import ResumePoint, find_resume_point
 from snnrun.app.schema import config_dir, register_configs
 from snnrun.app.sweep_job import SweepJob, crashed_run_dir, job_of, reuse_finished
 from snnrun.app.tracking import make_progress, make_tracker, resolved
+from snnrun.data import DataMeta
+from snnrun.train.hooks import Hook
 from snnrun.train.loop import LoopSettings, Trainer
 
 log = logging.getLogger(__name__)
@@ -97,88 +100,153 @@ def train(
     progress, tracks in MLflow and writes checkpoints.
     """
     rank = distributed.current()
-    point = _resume_point(cfg, run_dir, job) if cfg.get("resume") else None
-    if point is not None:
-        _warn_ignored(overrides)
-        cfg, run_dir, overrides = point.config, point.run_dir, point.overrides
-        _log_into(run_dir)
-    hint = f"snnrun train resume={run_dir}"
-    if job is not None:  # rerunning the sweep skips finished jobs and resumes this one
-        hint = f"the same snnrun train -m command, or {hint}"
-    with RunGuard(run_dir, resume_hint=hint, in_sweep=job is not None) as guard:
-        if cfg.trainer.num_threads:
-            torch.set_num_threads(cfg.trainer.num_threads)
-        if rank.is_distributed:  # a tag in MLflow: trainer.batch_size is per rank
-            with open_dict(cfg.tags):
-                cfg.tags["world_size"] = str(rank.world_size)
-        if rank.is_main:
-            _show_config(cfg)
-        parts = build_parts(cfg, rank.rank, rank.world_size)
-        progress = make_progress(cfg) if rank.is_main else None
-        hooks = [h for h in (progress,) if h is not None]
-        guard.closers += [lambda _status, h=h: h.close() for h in hooks]
-        tracker = (
-            make_tracker(
-                cfg,
-                parts.data.meta,
-                run_dir,
-                overrides,
-                resume_run_id=point.run_id if point else None,
-                sweep=job.link if job else None,
-            )
-            if rank.is_main
-            else None
-        )
-        if tracker is not None:
-            guard.closers.append(tracker.finish)
-            run_id = tracker.start()  # from here on, failures are recorded on the run
-            hooks.append(tracker)
-        else:
-            run_id = None
-        trainer = Trainer(
-            distributed.wrap_model(parts.model, rank),
-            parts.optimizer,
-            parts.scheduler,
-            parts.loss_fn,
-            parts.encoders,
-            parts.device,
-            hooks,
-            LoopSettings(
-                epochs=cfg.trainer.epochs,
-                max_batches=cfg.trainer.max_batches,
-                max_eval_batches=cfg.trainer.max_eval_batches,
-                eval_repeats=cfg.trainer.eval_repeats,
-                checkpoint_dir=run_dir / "checkpoints"
-                if cfg.trainer.checkpoint and rank.is_main
-                else None,
-                detect_anomaly=cfg.trainer.detect_anomaly,
-            ),
-            extra_state={
-                "config": OmegaConf.to_yaml(resolved(cfg)),
-                "run_id": run_id or "",
-                "overrides": list(overrides),  # a resumed run keeps its name and tags
-            },
-            reduce=distributed.all_reduce_sum if rank.is_distributed else None,
-        )
-        if point is not None:
-            trainer.load_state_dict(point.state)
-            log.info(
-                "resumed %s at epoch %d, batch %d",
-                run_dir,
-                trainer.position.epoch,
-                trainer.position.batch,
-            )
+    plan = _plan(cfg, run_dir, overrides, job)
+    with RunGuard(
+        plan.run_dir, resume_hint=_resume_hint(plan), in_sweep=job is not None
+    ) as guard:
+        _configure_process(plan.cfg, rank)
+        parts = build_parts(plan.cfg, rank.rank, rank.world_size)
+        hooks, run_id = _start_hooks(plan, parts.data.meta, rank, guard)
+        trainer = _make_trainer(plan, parts, hooks, run_id, rank)
+        if plan.point is not None:
+            _restore(trainer, plan.point)
         distributed.split_streams((e.generator for e in parts.encoders), rank.rank)
         guard.stop = trainer.request_stop
-        log.info(
-            "data: %s (%d train / %d test samples) on %s",
-            parts.data.meta.name,
-            len(parts.data.train),
-            len(parts.data.test),
-            parts.device,
-        )
+        _log_data(parts)
         trainer.fit(*parts.loaders)
     return trainer.position.best_acc
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The run this command trains: a new one, or the one ``resume=`` continues.
+
+    On resume ``cfg``, ``run_dir`` and ``overrides`` are the run's own (saved), not
+    this command's.
+    """
+
+    cfg: DictConfig
+    run_dir: Path
+    overrides: list[str]
+    point: ResumePoint | None
+    job: SweepJob | None
+
+
+def _plan(
+    cfg: DictConfig, run_dir: Path, overrides: list[str], job: SweepJob | None
+) -> RunPlan:
+    """A new run in ``run_dir``, or (with ``resume=``) the run to continue."""
+    point = _resume_point(cfg, run_dir, job) if cfg.get("resume") else None
+    if point is None:
+        return RunPlan(cfg, run_dir, overrides, None, job)
+    _warn_ignored(overrides)
+    _log_into(point.run_dir)
+    return RunPlan(point.config, point.run_dir, point.overrides, point, job)
+
+
+def _resume_hint(plan: RunPlan) -> str:
+    """The command that continues this run after an interruption."""
+    hint = f"snnrun train resume={plan.run_dir}"
+    if plan.job is not None:  # rerunning the sweep skips finished jobs, resumes this
+        hint = f"the same snnrun train -m command, or {hint}"
+    return hint
+
+
+def _configure_process(cfg: DictConfig, rank: distributed.RankInfo) -> None:
+    """Threads, the world-size tag, and (rank 0) the config tree on the terminal."""
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    if rank.is_distributed:  # a tag in MLflow: trainer.batch_size is per rank
+        with open_dict(cfg.tags):
+            cfg.tags["world_size"] = str(rank.world_size)
+    if rank.is_main:
+        _show_config(cfg)
+
+
+def _start_hooks(
+    plan: RunPlan, meta: DataMeta, rank: distributed.RankInfo, guard: RunGuard
+) -> tuple[list[Hook], str | None]:
+    """Rank 0's progress display and MLflow tracker, closed by ``guard``; returns
+    them with the tracking run id (None: untracked, or another rank).
+
+    The tracker's run starts here: from then on failures are recorded on it.
+    """
+    if not rank.is_main:
+        return [], None
+    hooks = [h for h in (make_progress(plan.cfg),) if h is not None]
+    guard.closers += [lambda _status, h=h: h.close() for h in hooks]
+    tracker = make_tracker(
+        plan.cfg,
+        meta,
+        plan.run_dir,
+        plan.overrides,
+        resume_run_id=plan.point.run_id if plan.point else None,
+        sweep=plan.job.link if plan.job else None,
+    )
+    if tracker is None:
+        return hooks, None
+    guard.closers.append(tracker.finish)
+    run_id = tracker.start()
+    return [*hooks, tracker], run_id
+
+
+def _make_trainer(
+    plan: RunPlan,
+    parts: Parts,
+    hooks: list[Hook],
+    run_id: str | None,
+    rank: distributed.RankInfo,
+) -> Trainer:
+    """The loop over ``parts``; only rank 0 writes checkpoints."""
+    cfg = plan.cfg
+    settings = LoopSettings(
+        epochs=cfg.trainer.epochs,
+        max_batches=cfg.trainer.max_batches,
+        max_eval_batches=cfg.trainer.max_eval_batches,
+        eval_repeats=cfg.trainer.eval_repeats,
+        checkpoint_dir=plan.run_dir / "checkpoints"
+        if cfg.trainer.checkpoint and rank.is_main
+        else None,
+        detect_anomaly=cfg.trainer.detect_anomaly,
+    )
+    extra_state = {
+        "config": OmegaConf.to_yaml(resolved(cfg)),
+        "run_id": run_id or "",
+        "overrides": list(plan.overrides),  # a resumed run keeps its name and tags
+    }
+    return Trainer(
+        distributed.wrap_model(parts.model, rank),
+        parts.optimizer,
+        parts.scheduler,
+        parts.loss_fn,
+        parts.encoders,
+        parts.device,
+        hooks,
+        settings,
+        extra_state=extra_state,
+        reduce=distributed.all_reduce_sum if rank.is_distributed else None,
+    )
+
+
+def _restore(trainer: Trainer, point: ResumePoint) -> None:
+    """Weights, optimiser, position and generators as the checkpoint saved them."""
+    trainer.load_state_dict(point.state)
+    log.info(
+        "resumed %s at epoch %d, batch %d",
+        point.run_dir,
+        trainer.position.epoch,
+        trainer.position.batch,
+    )
+
+
+def _log_data(parts: Parts) -> None:
+    log.info(
+        "data: %s (%d train / %d test samples) on %s",
+        parts.data.meta.name,
+        len(parts.data.train),
+        len(parts.data.test),
+        parts.device,
+    )
 
 
 def _resume_point(cfg: DictConfig, run_dir: Path, job: SweepJob | None) -> ResumePoint:

@@ -14,9 +14,24 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+SHORT_HASH = 16
+"""Hex digits of a hash kept in a dataset's provenance."""
+
 
 class DataError(RuntimeError):
     """Bad or missing data. The message says what was wrong and how to fix it."""
+
+
+def check_limits(cfg: object, unit: str) -> None:
+    """Raise ``DataError`` unless ``cfg.train_limit`` and ``cfg.test_limit`` are each
+    None (all) or a positive number of ``unit`` (``"images"``, ``"recordings"``)."""
+    for key in ("train_limit", "test_limit"):
+        limit = getattr(cfg, key)
+        if limit is not None and limit < 1:
+            raise DataError(
+                f"dataset.{key}={limit}: must be a positive number of {unit}, or null "
+                "for all of them"
+            )
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,19 @@ class _ChecksumMismatch(Exception):
     """A download finished but its bytes hash to something unexpected."""
 
 
-def sha256_file(path: Path) -> str:
-    """SHA256 of a file as 64 lowercase hex digits, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """Lowercase hex digest of a file (a ``hashlib`` algorithm name), read in 1 MiB
+    chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """SHA256 of a file as 64 lowercase hex digits."""
+    return file_digest(path, "sha256")
 
 
 def offline_fix(path: Path) -> str:

@@ -16,7 +16,15 @@ from typing import Optional
 
 import torch
 
-from snnrun.data import ArraySplit, BuildContext, DataBundle, DataError, DataMeta
+from snnrun.data import (
+    SHORT_HASH,
+    ArraySplit,
+    BuildContext,
+    DataBundle,
+    DataError,
+    DataMeta,
+    check_limits,
+)
 from snnrun.data.download import ensure_file, sha256_file
 from snnrun.data.idx import read_idx
 
@@ -49,7 +57,6 @@ _DESCRIPTIONS = {
 }
 IMAGE_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
-_SHORT_HASH = 16  # hex digits kept in the provenance
 
 
 @dataclass
@@ -84,8 +91,7 @@ def build(cfg: MNISTConfig, ctx: BuildContext) -> DataBundle:
         DataError: missing, corrupt or mismatched files, or a bad limit; the message
             names the file and the fix.
     """
-    _check_limit("train_limit", cfg.train_limit)
-    _check_limit("test_limit", cfg.test_limit)
+    check_limits(cfg, "samples")
     root = _resolve_root(cfg, ctx)
     paths = _ensure_files(root, download=cfg.download, verify=cfg.verify)
     train_full = _load_split(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
@@ -105,14 +111,6 @@ def build(cfg: MNISTConfig, ctx: BuildContext) -> DataBundle:
         ),
     )
     return DataBundle(train=train, test=test, meta=meta)
-
-
-def _check_limit(key: str, limit: int | None) -> None:
-    if limit is not None and limit < 1:
-        raise DataError(
-            f"dataset.{key}={limit}: must be a positive number of samples, or null "
-            "for all of them"
-        )
 
 
 def _resolve_root(cfg: MNISTConfig, ctx: BuildContext) -> Path:
@@ -186,7 +184,7 @@ def _provenance(
         "sha256_verified": str(verified).lower(),
     }
     for name in FILES:
-        facts[f"sha256.{name}"] = hashes[name][:_SHORT_HASH]
+        facts[f"sha256.{name}"] = hashes[name][:SHORT_HASH]
     return facts
 
 

@@ -8,12 +8,14 @@ Folder layout (the official archives, and ``../shared/data/nmnist-sample``)::
 ``dataset.root=null`` looks in ``<data_root>/nmnist`` (full set), then
 ``<data_root>/nmnist-sample`` (the real 1,000/100 subset). With ``download=true`` and
 neither present, the official archives are fetched and extracted into
-``<data_root>/nmnist``.
+``<data_root>/nmnist`` (``nmnist_download.py``).
 
 Reading: each file is read once with ``numpy.fromfile`` and decoded and validated by
 ``events.decode_nmnist`` (tonic's ``read_mnist_file`` decodes the same bits, which a
 test checks, but it silently drops y = 240 overflow events and shifts later
-timestamps, and never checks the length, so a corrupt file would train silently).
+timestamps, and never checks the length, so a corrupt file would train silently);
+files listed in the folder's ``SHA256SUMS``, if any, are checked first
+(``sha256sums.py``).
 Binning: ``events.bin_events`` (the spec's ``floor((t - t_start) / bin)``, exactly T
 frames). tonic supplies the optional ``Denoise`` filter (imported only when used:
 importing tonic costs over a second). Binned frames are cached on disk (``cache.py``).
@@ -24,11 +26,7 @@ Sample order: by file name (the MNIST index), then digit, i.e. MNIST order, so
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import math
-import shutil
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -36,9 +34,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from snnrun.data import ArraySplit, BuildContext, DataBundle, DataError, DataMeta
-from snnrun.data.cache import cache_key, file_list_hash, load_or_build, staged_dir
-from snnrun.data.download import ensure_file
+from snnrun.data import (
+    SHORT_HASH,
+    ArraySplit,
+    BuildContext,
+    DataBundle,
+    DataError,
+    DataMeta,
+    check_limits,
+)
+from snnrun.data.cache import cache_key, file_list_hash, load_or_build
 from snnrun.data.events import (
     FRAME_MODES,
     NMNIST_SENSOR_HW,
@@ -46,44 +51,14 @@ from snnrun.data.events import (
     bin_events,
     decode_nmnist,
 )
-
-log = logging.getLogger(__name__)
+from snnrun.data.nmnist_download import ARCHIVES, download_nmnist
+from snnrun.data.sha256sums import checksum_facts, read_sha256sums, verify_files
 
 NUM_CLASSES = 10
 FULL_COUNTS = {"train": 60_000, "test": 10_000}
 SPLIT_FOLDERS = {"train": "Train", "test": "Test"}
 POLARITY_MODES = ("split", "merge")
-_SHORT_HASH = 16  # hex digits kept in the provenance
 _DIGITS = frozenset("0123456789")
-
-
-@dataclass(frozen=True)
-class Archive:
-    """One official N-MNIST zip: the split folder it holds, where to get it, its MD5."""
-
-    folder: str
-    filename: str
-    urls: tuple[str, ...]
-    md5: str
-
-
-_MENDELEY = "https://data.mendeley.com/public-files/datasets/468j46mzdv/files/"
-# Same URLs and MD5s as tonic 1.7's tonic.datasets.NMNIST (a test pins the match);
-# copied so that importing snnrun does not import tonic.
-ARCHIVES = (
-    Archive(
-        "Train",
-        "train.zip",
-        (_MENDELEY + "39c25547-014b-4137-a934-9d29fa53c7a0/file_downloaded",),
-        "20959b8e626244a1b502305a9e6e2031",
-    ),
-    Archive(
-        "Test",
-        "test.zip",
-        (_MENDELEY + "05a4d654-7e03-4c15-bdfa-9bb2bcbea494/file_downloaded",),
-        "69ca8762b2fe404d9b9bad1103e97832",
-    ),
-)
 
 
 @dataclass
@@ -148,7 +123,7 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
     limits = {"train": cfg.train_limit, "test": cfg.test_limit}
     used = {split: available[split][: limits[split]] for split in SPLIT_FOLDERS}
     params = transform_params(cfg, ctx.time_steps)
-    files_hash = file_list_hash(root, [r.path for rs in used.values() for r in rs])
+    files_hash = file_list_hash(root, _paths(used))
     key = cache_key(params, files_hash)
     cache_dir = Path(ctx.cache_root) / "nmnist" if cfg.cache else None
     sums = read_sha256sums(root)
@@ -157,13 +132,13 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
             cache_dir,
             key,
             split,
-            lambda rs=recs: bin_recordings(verify_recordings(root, rs, sums), params),
+            lambda rs=recs: _bin_checked(root, rs, sums, params),
         )
         for split, recs in used.items()
     }
     facts = _provenance(root, available, used, params)
-    facts.update(file_list_sha256=files_hash[:_SHORT_HASH], cache_key=key[:_SHORT_HASH])
-    facts.update(_checksum_facts(root, used, sums))
+    facts.update(file_list_sha256=files_hash[:SHORT_HASH], cache_key=key[:SHORT_HASH])
+    facts.update(checksum_facts(root, _paths(used), sums))
     meta = DataMeta(
         name=dataset_label(len(used["train"]), len(used["test"])),
         in_shape=(_channels(cfg.polarity), *NMNIST_SENSOR_HW),
@@ -189,79 +164,8 @@ def _provenance(
     return facts
 
 
-# -------------------------------------------------------------------- checksums
-SHA256SUMS = "SHA256SUMS"
-
-
-def read_sha256sums(root: Path) -> dict[str, str] | None:
-    """``<root>/SHA256SUMS`` (``sha256sum`` format) as relative path → hex digest.
-
-    Returns None when the folder has no such file (the official archives do not).
-
-    Raises:
-        DataError: the file exists but a line is not ``<64 hex>  <path>``.
-    """
-    path = root / SHA256SUMS
-    if not path.is_file():
-        return None
-    sums: dict[str, str] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        digest, _, name = line.strip().partition(" ")
-        name = name.strip().lstrip("*")  # "*" marks binary mode in sha256sum output
-        if len(digest) != 64 or not name:
-            raise DataError(
-                f"{path} line {number} is not '<sha256>  <path>': {line[:80]!r}; "
-                "fix or delete that file"
-            )
-        sums[name] = digest.lower()
-    return sums
-
-
-def verify_recordings(
-    root: Path, recordings: list[Recording], sums: dict[str, str] | None
-) -> list[Recording]:
-    """Check every listed recording against ``SHA256SUMS`` (~30 ms per 1,100 files).
-
-    Files the sums do not list, or no sums at all, pass unchecked.
-
-    Raises:
-        DataError: a file whose SHA256 differs, named with the fix.
-    """
-    if not sums:
-        return recordings
-    for recording in recordings:
-        expected = sums.get(recording.path.relative_to(root).as_posix())
-        if expected is None:
-            continue
-        actual = hashlib.sha256(recording.path.read_bytes()).hexdigest()
-        if actual != expected:
-            raise DataError(
-                f"corrupt N-MNIST recording {recording.path}: SHA256 {actual[:16]}… "
-                f"differs from {expected[:16]}… in {root / SHA256SUMS} (truncated or "
-                "altered). Restore it from the original copy, or delete the folder "
-                "and download again."
-            )
-    return recordings
-
-
-def _checksum_facts(
-    root: Path, used: dict[str, list[Recording]], sums: dict[str, str] | None
-) -> dict[str, str]:
-    """Provenance: how many used files SHA256SUMS covers, and one hash over their
-    listed digests (it changes when any used file's expected content does)."""
-    if sums is None:
-        return {"sha256sums": "none"}
-    names = sorted(
-        r.path.relative_to(root).as_posix() for rs in used.values() for r in rs
-    )
-    listed = [f"{sums[n]}  {n}" for n in names if n in sums]
-    summary = hashlib.sha256("\n".join(listed).encode()).hexdigest()
-    return {
-        "sha256sums": summary[:_SHORT_HASH],
-        "sha256_checked": f"{len(listed)}/{len(names)}",
-    }
+def _paths(recordings: dict[str, list[Recording]]) -> list[Path]:
+    return [r.path for rs in recordings.values() for r in rs]
 
 
 def transform_params(cfg: NMNISTConfig, time_steps: int) -> dict[str, object]:
@@ -314,13 +218,7 @@ def _validate(cfg: NMNISTConfig, ctx: BuildContext) -> None:
             f"dataset.denoise_ms={cfg.denoise_ms}: must be > 0 ms, or null to turn "
             "the filter off"
         )
-    for key in ("train_limit", "test_limit"):
-        limit = getattr(cfg, key)
-        if limit is not None and limit < 1:
-            raise DataError(
-                f"dataset.{key}={limit}: must be a positive number of recordings, or "
-                "null for all of them"
-            )
+    check_limits(cfg, "recordings")
     if ctx.time_steps < 1:
         raise DataError(f"stbp.time_steps={ctx.time_steps}: N-MNIST needs >= 1 frame")
 
@@ -348,7 +246,8 @@ def _resolve_root(cfg: NMNISTConfig, ctx: BuildContext) -> Path:
             f"(dataset.download=false). {_layout_help(candidates[0])}"
         )
     try:
-        return download_nmnist(candidates[0], Path(ctx.cache_root) / "downloads")
+        downloads = Path(ctx.cache_root) / "downloads"
+        return download_nmnist(candidates[0], downloads, ARCHIVES)
     except DataError as err:
         raise DataError(
             f"N-MNIST not found in {where}, and downloading it failed: {err} "
@@ -391,6 +290,17 @@ def list_recordings(root: Path, split: str) -> list[Recording]:
 
 
 # ------------------------------------------------------------------------ binning
+def _bin_checked(
+    root: Path,
+    recordings: list[Recording],
+    sums: dict[str, str] | None,
+    params: dict[str, object],
+) -> ArraySplit:
+    """Check the recordings against ``SHA256SUMS`` (if any), then read and bin them."""
+    verify_files(root, [r.path for r in recordings], sums, "N-MNIST recording")
+    return bin_recordings(recordings, params)
+
+
 def read_recording(path: Path) -> np.ndarray:
     """Decode one ``.bin`` file into events (``events.EVENT_DTYPE``, t in µs).
 
@@ -442,74 +352,3 @@ def denoise(events: np.ndarray, filter_ms: float) -> np.ndarray:
     from tonic.transforms import Denoise  # lazy: importing tonic takes > 1 s
 
     return Denoise(filter_time=filter_ms * 1000.0)(events)
-
-
-# ----------------------------------------------------------------------- download
-def download_nmnist(
-    target: Path, download_dir: Path, archives: tuple[Archive, ...] = ARCHIVES
-) -> Path:
-    """Fetch the official zips, check their MD5 and extract them into ``target``.
-
-    Extraction happens in a temp folder beside ``target`` that is renamed into place
-    only when both splits are complete; the zips (in ``download_dir``) are deleted
-    afterwards.
-
-    Returns:
-        ``target``, now holding ``Train/<digit>/*.bin`` and ``Test/<digit>/*.bin``.
-
-    Raises:
-        DataError: a download failed, a checksum differs, or an archive is broken.
-    """
-    try:
-        with staged_dir(target) as stage:
-            for archive in archives:
-                zip_path = ensure_file(
-                    download_dir / f"nmnist-{archive.filename}",
-                    archive.urls,
-                    None,
-                    download=True,
-                    what=f"N-MNIST {archive.folder} archive",
-                )
-                _check_md5(zip_path, archive.md5)
-                _extract_split(zip_path, stage, archive.folder)
-    except OSError as err:
-        raise DataError(f"cannot write N-MNIST into {target} ({err}).") from err
-    for archive in archives:
-        (download_dir / f"nmnist-{archive.filename}").unlink(missing_ok=True)
-    log.info("N-MNIST extracted into %s", target)
-    return target
-
-
-def _check_md5(path: Path, expected: str) -> None:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    if digest.hexdigest() != expected:
-        path.unlink(missing_ok=True)
-        raise DataError(
-            f"{path} has MD5 {digest.hexdigest()}, expected {expected}: the download "
-            "is corrupt; it was deleted, run again to download it anew."
-        )
-
-
-def _extract_split(zip_path: Path, stage: Path, folder: str) -> None:
-    """Unzip into ``stage`` and move the archive's ``folder`` (at any depth ≤ 2) to
-    ``stage/folder``."""
-    scratch = stage / f".extract-{folder}"
-    try:
-        with zipfile.ZipFile(zip_path) as archive:
-            archive.extractall(scratch)
-    except zipfile.BadZipFile as err:
-        zip_path.unlink(missing_ok=True)
-        raise DataError(
-            f"{zip_path} is not a valid zip ({err}); it was deleted, run again to "
-            "download it anew."
-        ) from err
-    found = [p for p in (*scratch.glob("*"), *scratch.glob("*/*")) if p.name == folder]
-    if not found or not found[0].is_dir():
-        raise DataError(
-            f"{zip_path} holds no {folder}/ folder; is it the right archive?"
-        )
-    found[0].rename(stage / folder)
-    shutil.rmtree(scratch)

@@ -39,6 +39,7 @@ import numpy as np
 
 from snnrun.data import DataError
 from snnrun.data.cache import staged_dir
+from snnrun.data.imageio import encode_pgm
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +128,6 @@ def _read_manifest(root: Path) -> dict[str, object] | None:
 
 
 # ----------------------------------------------------------------------- writing
-def encode_pgm(image: np.ndarray) -> bytes:
-    """Binary PGM (P5, maxval 255) bytes of a uint8 ``[H, W]`` image."""
-    if image.dtype != np.uint8 or image.ndim != 2:
-        raise ValueError(f"expected uint8 [H, W], got {image.dtype} {image.shape}")
-    height, width = image.shape
-    return f"P5\n{width} {height}\n255\n".encode() + image.tobytes()
-
-
 def write_image_folder(
     split_dir: Path,
     images: np.ndarray,

@@ -6,21 +6,18 @@ artifacts are the config files and the checkpoints (``checkpoints/last.pt``, ...
 
 The hook talks to the store through its own :class:`mlflow.MlflowClient`: no
 ``mlflow.set_tracking_uri`` and no fluent active run, because the jobs of a Hydra
-multirun share one process and must not see each other's runs.
+multirun share one process and must not see each other's runs. Where the store lives
+and whether it can be written is ``store.py``'s concern (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,7 +31,27 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from snnrun.track.store import (
+    TrackingError,
+    artifact_location,
+    check_store,
+    retry_locked,
+    sqlite_path,
+)
 from snnrun.train.hooks import CheckpointSaved, EpochEnd, FitEnd, FitStart, Hook
+
+# The store names are re-exported: the app imports them from here.
+__all__ = [
+    "PEAK_RSS_KEY",
+    "TERMINAL_STATUSES",
+    "MLflowHook",
+    "TrackingError",
+    "artifact_location",
+    "check_store",
+    "param_value",
+    "peak_rss_mb",
+    "sqlite_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,106 +59,6 @@ T = TypeVar("T")
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 PEAK_RSS_KEY = "perf/peak_rss_mb"
-_FIX = "set logger.tracking_uri=sqlite:///<writable folder>/mlflow.db or logger=none"
-# A sqlite store answers "database is locked" (TEMPORARILY_UNAVAILABLE) while a
-# parallel sweep job writes; a short back-off beats failing hours of training.
-_LOCK_RETRIES = 4
-_LOCK_BACKOFF_S = 0.5
-
-
-class TrackingError(RuntimeError):
-    """The MLflow store cannot be used; the message names the store and the fix."""
-
-
-# --- store location helpers ---------------------------------------------------------
-
-
-def sqlite_path(tracking_uri: str) -> Path | None:
-    """Absolute path of the database file of a ``sqlite:///`` URI.
-
-    ``sqlite:////abs/mlflow.db`` → ``/abs/mlflow.db``; ``sqlite:///rel.db`` is taken
-    relative to the working directory. Other stores and in-memory sqlite give None.
-    """
-    scheme, sep, rest = tracking_uri.partition("://")
-    if not sep or scheme.split("+")[0] != "sqlite":
-        return None
-    rest = rest.split("?", 1)[0]
-    if not rest.startswith("/") or rest in ("/", "/:memory:"):
-        return None
-    return Path(rest[1:]).absolute()
-
-
-def artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """Where a new experiment keeps its artifacts: ``mlartifacts/<experiment>`` next
-    to a sqlite database (``file://`` URI), or None to let MLflow decide."""
-    db = sqlite_path(tracking_uri)
-    if db is None:
-        return None
-    return (db.parent / "mlartifacts" / experiment).as_uri()
-
-
-def check_store(tracking_uri: str) -> None:
-    """Fail fast, before any training, if the MLflow store cannot be written.
-
-    Checks a sqlite store's folder, its artifact folder and the database lock, then
-    opens the store (which creates or migrates its tables); probes an HTTP server's
-    ``/health``. Raises:
-        TrackingError: naming the store, the reason and the fix.
-    """
-    db = sqlite_path(tracking_uri)
-    if db is not None:
-        _check_sqlite(db)
-        _open_store(tracking_uri)
-    elif tracking_uri.startswith(("http://", "https://")):
-        _check_server(tracking_uri)
-
-
-def _check_sqlite(db: Path) -> None:
-    """Raise TrackingError unless ``db`` and its artifact folder are writable."""
-    try:
-        _probe_folder(db.parent)
-        _probe_folder(db.parent / "mlartifacts")
-        with closing(sqlite3.connect(db, timeout=5)) as connection:
-            # A write lock proves the file is writable and not held by a stuck writer.
-            connection.execute("BEGIN IMMEDIATE")
-            connection.rollback()
-    except (OSError, sqlite3.Error) as exc:
-        raise TrackingError(
-            f"cannot write the MLflow store at {db}: {exc}; {_FIX}"
-        ) from exc
-
-
-def _probe_folder(folder: Path) -> None:
-    """Create ``folder`` if missing and write a temporary file in it.
-
-    Raises OSError; a real write, since root passes every permission check."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-        pass
-
-
-def _open_store(tracking_uri: str) -> None:
-    """Open the store once, so schema or version errors surface before training."""
-    try:
-        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
-    except Exception as exc:  # any failure here means "unusable store"; keep cause
-        raise TrackingError(
-            f"cannot open the MLflow store at {tracking_uri}: {exc}; {_FIX}"
-        ) from exc
-
-
-def _check_server(tracking_uri: str) -> None:
-    """Raise TrackingError if the tracking server does not answer at all."""
-    url = tracking_uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            response.read()
-    except urllib.error.HTTPError:
-        return  # it answered: reachable (auth or routing is MLflow's to report)
-    except (OSError, ValueError) as exc:
-        raise TrackingError(
-            f"cannot reach the MLflow server at {tracking_uri}: {exc}; {_FIX}"
-        ) from exc
 
 
 # --- small pure helpers -------------------------------------------------------------
@@ -240,7 +157,7 @@ class MLflowHook(Hook):
         self._client = MlflowClient(tracking_uri=tracking_uri)
         self._run_id: str | None = None
         self._ended = False
-        self._last_epoch = 0
+        self._logged_through = 0  # the last epoch whose metrics the run holds
 
     @property
     def run_id(self) -> str | None:
@@ -285,7 +202,7 @@ class MLflowHook(Hook):
             log.error("unknown run status %r; marking the MLflow run FAILED", status)
             status = "FAILED"
         try:
-            self._retry(self._client.set_terminated, self._run_id, status=status)
+            retry_locked(self._client.set_terminated, self._run_id, status=status)
         except Exception:  # never mask the original error; a later call may retry
             log.exception("could not mark MLflow run %s as %s", self._run_id, status)
             return
@@ -299,17 +216,26 @@ class MLflowHook(Hook):
 
     def on_epoch_end(self, event: EpochEnd) -> None:
         """Log every finite metric of the epoch at ``step=epoch``, plus the peak
-        memory of the process (``perf/peak_rss_mb``)."""
-        self._last_epoch = event.epoch
+        memory of the process (``perf/peak_rss_mb``).
+
+        An epoch the run already holds is skipped: metrics are logged before the
+        epoch's checkpoint is written, so a run killed in between resumes from the
+        checkpoint before and repeats that epoch.
+        """
+        self._active_run_id()  # reopens a resumed run, which sets _logged_through
+        if event.epoch <= self._logged_through:
+            log.info("epoch %d is already logged on the MLflow run", event.epoch)
+            return
         peak = peak_rss_mb()
         extra = {PEAK_RSS_KEY: peak} if peak is not None else {}
         self._log_metrics({**event.metrics, **extra}, step=event.epoch)
+        self._logged_through = event.epoch
 
     def on_checkpoint(self, event: CheckpointSaved) -> None:
         """Upload the checkpoint under ``checkpoints/`` (same name overwrites)."""
         if self._log_checkpoints:
             run_id = self._active_run_id()
-            self._retry(
+            retry_locked(
                 self._client.log_artifact, run_id, str(event.path), "checkpoints"
             )
 
@@ -354,7 +280,20 @@ class MLflowHook(Hook):
                 "logger.tracking_uri, or start a new run"
             ) from exc
         self._client.update_run(run_id, status="RUNNING")
+        self._logged_through = self._last_logged_step(run_id, run.data.metrics)
         return dict(run.data.params)
+
+    def _last_logged_step(self, run_id: str, keys: Iterable[str]) -> int:
+        """The highest step of any metric on the run (0: none), i.e. the last epoch
+        logged; every key counts, since one can be missing (non-finite) at a step.
+        MLflow's own ``system/`` metrics count samples, not epochs."""
+        steps = (
+            metric.step
+            for key in keys
+            if not key.startswith("system/")
+            for metric in retry_locked(self._client.get_metric_history, run_id, key)
+        )
+        return max(steps, default=0)
 
     def _run_tags(self) -> dict[str, str]:
         tags = dict(self._tags)
@@ -371,7 +310,7 @@ class MLflowHook(Hook):
         value changed on resume is reported in a warning and a tag instead."""
         new = [Param(k, v) for k, v in self._params.items() if k not in logged]
         for chunk in _chunks(new, MAX_PARAMS_TAGS_PER_BATCH):
-            self._retry(self._client.log_batch, self._active_run_id(), params=chunk)
+            retry_locked(self._client.log_batch, self._active_run_id(), params=chunk)
         changed = [
             f"{key}: {logged[key]} -> {value}"
             for key, value in self._params.items()
@@ -384,7 +323,7 @@ class MLflowHook(Hook):
     def _log_tags(self, tags: Mapping[str, str]) -> None:
         entities = [RunTag(k, str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
         for chunk in _chunks(entities, MAX_PARAMS_TAGS_PER_BATCH):
-            self._retry(self._client.log_batch, self._active_run_id(), tags=chunk)
+            retry_locked(self._client.log_batch, self._active_run_id(), tags=chunk)
 
     def _log_texts(self, texts: Mapping[str, str]) -> None:
         """Upload each text as an artifact file named by its key."""
@@ -395,7 +334,7 @@ class MLflowHook(Hook):
                 path = Path(folder, name)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content, encoding="utf-8")
-            self._retry(self._client.log_artifacts, self._active_run_id(), folder)
+            retry_locked(self._client.log_artifacts, self._active_run_id(), folder)
 
     def _log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Log the finite metrics; NaN/inf ones are skipped, warned and tagged."""
@@ -407,7 +346,7 @@ class MLflowHook(Hook):
             if math.isfinite(value)
         ]
         for chunk in _chunks(entities, MAX_METRICS_PER_BATCH):
-            self._retry(self._client.log_batch, self._active_run_id(), metrics=chunk)
+            retry_locked(self._client.log_batch, self._active_run_id(), metrics=chunk)
         nonfinite = ", ".join(k for k, v in values.items() if not math.isfinite(v))
         if nonfinite:
             log.warning("non-finite metrics at step %d: %s", step, nonfinite)
@@ -418,16 +357,3 @@ class MLflowHook(Hook):
         if self._ended:
             raise TrackingError(f"MLflow run {self._run_id} has already ended")
         return self.start() if self._run_id is None else self._run_id
-
-    @staticmethod
-    def _retry(call: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """Call, retrying while a sqlite store reports itself locked."""
-        for attempt in range(_LOCK_RETRIES):
-            try:
-                return call(*args, **kwargs)
-            except MlflowException as exc:
-                last = attempt == _LOCK_RETRIES - 1
-                if exc.error_code != "TEMPORARILY_UNAVAILABLE" or last:
-                    raise
-                time.sleep(_LOCK_BACKOFF_S * 2**attempt)
-        raise AssertionError("unreachable")

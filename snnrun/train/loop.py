@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ from snnrun.train.hooks import (
     Hook,
 )
 from snnrun.train.metrics import Reduce, RunningMetrics
+from snnrun.train.state import Position, load_module_states, module_states
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -70,17 +71,6 @@ class LoopSettings:
     eval_repeats: int = 1
     checkpoint_dir: Path | None = None
     detect_anomaly: bool = False
-
-
-@dataclass
-class Position:
-    """Where training stands: the next batch to run is ``batch`` (0-based) of ``epoch``."""
-
-    epoch: int = 1
-    batch: int = 0
-    best_acc: float = -1.0
-    running: list[float] = field(default_factory=list)  # partial-epoch sums on resume
-    rates: Tensor | None = None  # partial-epoch sum of the layer rates, for resume
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -218,9 +208,9 @@ class Trainer:
         self.model.train()
         train.set_epoch(epoch)
         running = RunningMetrics(self.device)
-        self._restore_running(running)
+        self.position.restore_running(running)
         limit = self._cap(len(train), self.settings.max_batches)
-        rates, done = self._restored_rates()
+        rates, done = self.position.restored_rates(self.device)
         for index, (x, y) in enumerate(
             train.iter_from(self.position.batch), start=self.position.batch
         ):
@@ -300,13 +290,6 @@ class Trainer:
             return f"The last good checkpoint {directory / 'last.pt'} is kept"
         return "No checkpoint had been written yet"
 
-    def _restored_rates(self) -> tuple[Tensor, int]:
-        """Layer-rate sum and batch count of a partly run epoch (resume), else none."""
-        saved = self.position.rates
-        if self.position.batch and saved is not None:
-            return saved.to(self.device), self.position.batch
-        return torch.zeros(0, device=self.device), 0
-
     def _save_interrupted(self) -> None:
         """Checkpoint a stop at its exact position, so resume repeats nothing.
 
@@ -322,13 +305,6 @@ class Trainer:
             self._eval_rng = None
         self._save("last")
 
-    def _restore_running(self, running: RunningMetrics) -> None:
-        if self.position.batch and self.position.running:
-            loss_sum, correct, samples = self.position.running
-            running.loss_sum += loss_sum
-            running.correct += int(correct)
-            running.samples = int(samples)
-
     def _to_device(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         return (
             x.to(self.device, non_blocking=True),
@@ -343,21 +319,12 @@ class Trainer:
         for hook in self.hooks:
             getattr(hook, name)(event)
 
+    # -- checkpoints (train/state.py holds their form) -------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything exact resume needs (tensors, numbers, strings only)."""
         return {
-            "model": self.net.state_dict(),  # unwrapped: loads without DDP
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": None
-            if self.scheduler is None
-            else self.scheduler.state_dict(),
-            "epoch": self.position.epoch,
-            "batch": self.position.batch,
-            "best_acc": self.position.best_acc,
-            "running": list(self.position.running),
-            "rates": None
-            if self.position.rates is None
-            else self.position.rates.detach().cpu(),
+            **module_states(self.net, self.optimizer, self.scheduler),
+            **self.position.state(),
             "rng": {
                 "train_encoder": self.train_encoder.generator.get_state(),
                 "eval_encoder": self.eval_encoder.generator.get_state(),
@@ -367,17 +334,8 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs)."""
-        self.net.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.position = Position(
-            int(state["epoch"]),
-            int(state["batch"]),
-            float(state["best_acc"]),
-            list(state["running"]),
-            state.get("rates"),  # absent in checkpoints of older versions
-        )
+        load_module_states(state, self.net, self.optimizer, self.scheduler)
+        self.position = Position.from_state(state)
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])
 

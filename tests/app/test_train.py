@@ -113,3 +113,47 @@ def test_logger_none_never_imports_mlflow(tmp_path: Path, isolated: list[str]) -
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+
+
+def test_detection_trains_from_a_user_folder(compose_cfg, tmp_path: Path) -> None:
+    import numpy as np
+
+    from snnrun.data.synthetic import generate_split, write_image_folder
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "my_images"
+    for split, count in (("train", 40), ("test", 20)):
+        write_image_folder(
+            root / split,
+            *generate_split(rng, count, 28),
+            class_names=("0_background", "1_person"),
+        )
+    cfg = compose_cfg(
+        *tiny(
+            "dataset=detection",
+            "dataset.source=folder",
+            f"dataset.root={root}",
+            "logger=mlflow",
+        )
+    )
+    train(cfg, tmp_path / "run", [])
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("detection").experiment_id]
+    )
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["substitute"] == "false"
+    assert "synthetic" not in run.info.run_name
+    assert run.data.params["data.n_train"] == "40"
+
+
+def test_synthetic_detection_is_labelled_a_substitute(compose_cfg, tmp_path) -> None:
+    cfg = compose_cfg(*tiny("dataset=detection", "logger=mlflow"))
+    train(cfg, tmp_path / "run", ["dataset=detection"])
+    client = MlflowClient(cfg.logger.tracking_uri)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("detection").experiment_id]
+    )
+    assert run.data.tags["substitute"] == "true"
+    assert run.info.run_name.endswith("[synthetic substitute]")
+    assert "synthetic substitute" in run.data.tags["dataset"]

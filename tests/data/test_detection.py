@@ -12,17 +12,11 @@ import torch
 
 from snnrun.data import BuildContext, DataError
 from snnrun.data import synthetic as synthetic_module
-from snnrun.data.detection import (
-    DetectionConfig,
-    build,
-    decode_pgm,
-    decode_png,
-    read_image,
-)
+from snnrun.data.detection import DetectionConfig, build
+from snnrun.data.imageio import decode_pgm, decode_png, encode_pgm, read_image
 from snnrun.data.synthetic import (
     CLASS_NAMES,
     SyntheticParams,
-    encode_pgm,
     ensure_synthetic,
     write_image_folder,
 )

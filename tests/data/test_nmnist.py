@@ -21,15 +21,13 @@ from snnrun.data import BuildContext, DataError
 from snnrun.data import nmnist as nmnist_module
 from snnrun.data.events import EVENT_DTYPE, bin_events
 from snnrun.data.nmnist import (
-    ARCHIVES,
-    Archive,
     NMNISTConfig,
     build,
     dataset_label,
-    download_nmnist,
     list_recordings,
     read_recording,
 )
+from snnrun.data.nmnist_download import ARCHIVES, Archive, download_nmnist
 
 PIXELS = 34 * 34
 

@@ -231,6 +231,24 @@ def test_resume_continues_the_same_run(
     assert len(client.search_runs([experiment_id])) == 1
 
 
+def test_resume_does_not_log_an_epoch_twice(
+    store: str, experiment: str, client: MlflowClient
+) -> None:
+    # Killed after logging epoch 2 but before writing its checkpoint: the resumed
+    # run starts from epoch 1's checkpoint and replays epoch 2.
+    first = make_hook(store, experiment)
+    run_epochs(first, range(1, 3))
+    run_id = first.run_id
+    assert run_id is not None
+
+    second = make_hook(store, experiment, run_id=run_id)
+    run_epochs(second, range(2, 4), total=3)
+    second.on_fit_end(FitEnd("FINISHED"))
+
+    assert [step for step, _ in history(client, run_id, "train/loss")] == [1, 2, 3]
+    assert [step for step, _ in history(client, run_id, "val/acc")] == [1, 2, 3]
+
+
 def test_resume_of_an_unknown_run_names_the_store(store: str, experiment: str) -> None:
     hook = make_hook(store, experiment, run_id="0123456789abcdef0123456789abcdef")
     with pytest.raises(TrackingError, match=r"cannot resume MLflow run 0123.*store"):
