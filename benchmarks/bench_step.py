@@ -26,6 +26,7 @@ first call, reported as "compile s"), then timed for --rounds rounds of the same
 number of steps; the table gives the median over rounds of samples/s and the range.
 
     SNNRUN_DATA=/work/shared/data .venv/bin/python benchmarks/bench_step.py
+    TORCHINDUCTOR_CACHE_DIR=$(mktemp -d) ...    (cold compile times in "first step")
     .venv/bin/python benchmarks/bench_step.py --configs cnn-peer-T10 --out step_cnn_peer
 
 Writes benchmarks/results/<out>.json and <out>.md (default out: step). Not a test.
@@ -54,6 +55,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
+from torch._dynamo.utils import counters  # noqa: E402
 
 from snnrun.app.build import (  # noqa: E402
     STREAM_TRAIN_ENC,
@@ -155,7 +157,11 @@ def make_variants(cfg: DictConfig, data: DataBundle, device: torch.device) -> li
     def default_adam(net: nn.Module) -> torch.optim.Optimizer:
         o = cfg.optim  # torch's default kernel: for-loop on CPU, foreach on CUDA
         return torch.optim.Adam(
-            net.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps
+            net.parameters(),
+            lr=o.lr,
+            betas=tuple(o.betas),
+            eps=o.eps,
+            weight_decay=o.weight_decay,
         )
 
     naive = NaivePerStep(model(), lif)
@@ -202,6 +208,7 @@ def bench_config(name: str, args: argparse.Namespace) -> dict:
     ]
     batches = [(x, y.to(device)) for x, y in batches]
     variants = make_variants(cfg, data, device)
+    counters.clear()  # count this config's graphs only
     load_start = os.getloadavg()
     for variant in variants:  # the compiled variant compiles during its first call
         for i in range(args.warmup):
@@ -227,8 +234,6 @@ def summarise(
     name: str, cfg: DictConfig, variants: list, per_round: int, load_start: tuple
 ) -> dict:
     """Medians, ranges and ratios of one config, plus the checks that make them fair."""
-    from torch._dynamo.utils import counters
-
     base = statistics.median(variants[0].samples_per_s)
     eager = statistics.median(variants[1].samples_per_s)
     reference = variants[0].first_spikes
@@ -277,7 +282,10 @@ def markdown(record: dict) -> str:
         f"device {record['device']}; malloc tuning: {record['malloc']}. "
         f"Median over {a['rounds']} alternating rounds (range in brackets); one step = "
         "encode + forward + loss + backward + optimiser step. Ratios are against the "
-        "naive per-step loop and snnrun eager of the same run.",
+        "naive per-step loop and snnrun eager of the same run. The compiled variant's "
+        "first step includes compiling; inductor's on-disk cache "
+        f"(TORCHINDUCTOR_CACHE_DIR: {record['inductor_cache']}) shortens it when it "
+        "already holds the graphs (a fresh folder gives cold-compile times).",
         "",
     ]
     return "\n".join(lines + [table(c) for c in record["configs"]])
@@ -294,7 +302,7 @@ def table(c: dict) -> str:
         f"{c['compiled_graphs']}.",
         "",
         "| variant | samples/s | range | ms/step | × naive | × snnrun eager "
-        "| first step s | spikes = naive |",
+        "| first step s (compile) | spikes = naive |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in c["variants"].items():
@@ -361,6 +369,7 @@ def main() -> None:
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "inductor_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default"),
         "malloc": "mallopt (snnrun.app.runtime.tune_allocator)"
         if MALLOC_TUNED
         else f"environment {env}"
