@@ -280,9 +280,10 @@ def markdown(record: dict) -> str:
         f"{record['date']}; torch {record['torch']}, {record['cpu']} "
         f"({record['cpu_count']} cores), {a['threads']} threads, batch {a['batch']}, "
         f"device {record['device']}; malloc tuning: {record['malloc']}. "
-        f"Median over {a['rounds']} alternating rounds (range in brackets); one step = "
-        "encode + forward + loss + backward + optimiser step. Ratios are against the "
-        "naive per-step loop and snnrun eager of the same run. The compiled variant's "
+        f"Median over {a['rounds']} alternating rounds (range: slowest–fastest "
+        "round); one step = encode + forward + loss + backward + optimiser step. "
+        "Ratios are against the naive per-step loop and snnrun eager of the same "
+        "run. The compiled variant's "
         "first step includes compiling; inductor's on-disk cache "
         f"(TORCHINDUCTOR_CACHE_DIR: {record['inductor_cache']}) shortens it when it "
         "already holds the graphs (a fresh folder gives cold-compile times).",
@@ -334,10 +335,10 @@ def main() -> None:
     parser.add_argument(
         "--configs", default=",".join(DEFAULT_CONFIGS), help=f"of {list(CONFIGS)}"
     )
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps each")
     parser.add_argument(
-        "--block-s", type=float, default=1.5, help="seconds of baseline per round"
+        "--block-s", type=float, default=1.0, help="seconds of baseline per round"
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)

@@ -4,7 +4,8 @@ Both must leave the computation as it was: the fused Adam kernel follows the for
 kernel's update rule up to float rounding, and the compiled network gives the eager
 network's spikes and gradients, except that float32 rounding in fused kernels may
 flip a spike where |u − V_th| ≈ 1e-5 (design.md §7), so a tiny fraction may differ.
-No timings here: speed lives in ``benchmarks/``.
+No timings here: speed lives in ``benchmarks/``. Tests that run inductor are ``slow``
+(a cold compile takes 10–40 s on 2 cores); the fast ones check the wiring.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def agree(net: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> None:
         assert (a - b).norm() <= 1e-3 * a.norm() + 1e-6
 
 
+@pytest.mark.slow  # compiling takes ~20 s on 2 cores with a cold inductor cache
 def test_compiled_mlp_matches_eager() -> None:
     torch.manual_seed(0)
     net = mlp.build(mlp.MLPConfig(hidden=[64]), (1, 8, 8), 10, LIF)
