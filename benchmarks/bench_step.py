@@ -57,8 +57,8 @@ from omegaconf import DictConfig  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch._dynamo.utils import counters  # noqa: E402
 
+from snnrun import seeding  # noqa: E402
 from snnrun.app.build import (  # noqa: E402
-    STREAM_TRAIN_ENC,
     build_data,
     build_model,
     build_optimizer,
@@ -151,7 +151,7 @@ def make_variants(cfg: DictConfig, data: DataBundle, device: torch.device) -> li
         return build_model(cfg, data, lif).to(device)
 
     def encoder() -> Callable[[Tensor], Tensor]:  # same seed: same draws per step
-        generator = seeded_generator(cfg.seed, STREAM_TRAIN_ENC, device)
+        generator = seeded_generator(cfg.seed, seeding.TRAIN_ENCODING, device)
         return make_encoder(data.meta.encoding, cfg.stbp.time_steps, generator)
 
     def default_adam(net: nn.Module) -> torch.optim.Optimizer:

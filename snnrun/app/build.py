@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -20,22 +21,28 @@ from snnrun.app.speed import (
     compile_model,
     make_adam,
 )
-from snnrun.data import BuildContext, DataBundle
+from snnrun import seeding
+from snnrun.data import ArraySplit, BuildContext, DataBundle
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
 from snnrun.data.registry import DATASETS
 from snnrun.models import ARCHS
 from snnrun.models.readout import stbp_loss
+from snnrun.seeding import derive_seed
 from snnrun.snn.lif import LIFParams
 from snnrun.train.loop import LossFn
-
-# Independent random streams derived from the one `seed` (data order uses the seed
-# itself inside BatchLoader): changing one consumer never shifts another's draws.
-STREAM_DATA, STREAM_INIT, STREAM_TRAIN_ENC, STREAM_EVAL_ENC = 1, 2, 3, 4
 
 
 class ConfigError(ValueError):
     """A config value is out of range; the message names the key and a valid value."""
+
+
+class Loaders(NamedTuple):
+    """Batches of the three splits; ``val`` is None when ``dataset.val_size=0``."""
+
+    train: BatchLoader
+    val: BatchLoader | None
+    test: BatchLoader
 
 
 @dataclass
@@ -48,7 +55,7 @@ class Parts:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     loss_fn: LossFn
     encoders: tuple
-    loaders: tuple[BatchLoader, BatchLoader]
+    loaders: Loaders
     device: torch.device
 
 
@@ -67,10 +74,11 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def seeded_generator(seed: int, stream: int, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` for one random stream of this run."""
+def seeded_generator(seed: int, stream: str, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` for one named random stream of this run
+    (``snnrun/seeding.py``)."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed * 1_000_003 + stream)
+    generator.manual_seed(derive_seed(seed, stream))
     return generator
 
 
@@ -126,6 +134,11 @@ def check_trainer(cfg: DictConfig) -> None:
             f"optim.gamma={cfg.optim.gamma} must be > 0: the learning rate is "
             "multiplied by it at each of optim.milestones; try 0.1"
         )
+    if cfg.trainer.get("test_every", 1) < 0:
+        raise ConfigError(
+            f"trainer.test_every={cfg.trainer.test_every} must be >= 0 (0: test only "
+            "after the last epoch and after each new best validation accuracy)"
+        )
     for key in ("max_batches", "max_eval_batches"):
         value = cfg.trainer[key]
         if value is not None and value <= 0:
@@ -139,7 +152,7 @@ def build_data(cfg: DictConfig) -> DataBundle:
         data_root=Path(cfg.paths.data_root).expanduser().resolve(),
         cache_root=Path(cfg.paths.cache_root).expanduser().resolve(),
         time_steps=cfg.stbp.time_steps,
-        generator=seeded_generator(cfg.seed, STREAM_DATA, torch.device("cpu")),
+        generator=seeded_generator(cfg.seed, seeding.DATA, torch.device("cpu")),
     )
     return build(_to_dataclass(cfg.dataset, schema), context)
 
@@ -150,7 +163,7 @@ def build_model(cfg: DictConfig, data: DataBundle, lif: LIFParams) -> nn.Module:
     # Layer init draws from torch's global RNG; fork it so the run's seed fixes the
     # weights without leaving the global state changed for anyone else.
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed * 1_000_003 + STREAM_INIT)
+        torch.manual_seed(derive_seed(cfg.seed, seeding.INIT))
         try:
             return build(
                 _to_dataclass(cfg.arch, schema),
@@ -225,27 +238,37 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
             cfg.stbp.time_steps,
             seeded_generator(cfg.seed, stream, device),
         )
-        for stream in (STREAM_TRAIN_ENC, STREAM_EVAL_ENC)
+        for stream in (
+            seeding.TRAIN_ENCODING,
+            seeding.VAL_ENCODING,
+            seeding.TEST_ENCODING,
+        )
     )
-    loaders = (
-        BatchLoader(
-            data.train,
-            cfg.trainer.batch_size,
-            shuffle=True,
-            seed=cfg.seed,
-            rank=rank,
-            world_size=world_size,
-        ),
-        BatchLoader(
-            data.test,
-            cfg.trainer.eval_batch_size,
-            shuffle=False,
-            seed=cfg.seed,
-            rank=rank,
-            world_size=world_size,
-        ),
-    )
+    loaders = _make_loaders(cfg, data, rank, world_size)
     return Parts(data, model, optimizer, scheduler, loss_fn, encoders, loaders, device)
+
+
+def _make_loaders(
+    cfg: DictConfig, data: DataBundle, rank: int, world_size: int
+) -> Loaders:
+    """Shuffled training batches; validation and test in their stored order."""
+
+    def loader(split: ArraySplit, batch_size: int, shuffle: bool) -> BatchLoader:
+        return BatchLoader(
+            split,
+            batch_size,
+            shuffle=shuffle,
+            seed=cfg.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+
+    eval_size = cfg.trainer.eval_batch_size
+    return Loaders(
+        loader(data.train, cfg.trainer.batch_size, True),
+        None if data.val is None else loader(data.val, eval_size, False),
+        loader(data.test, eval_size, False),
+    )
 
 
 def _to_dataclass(node: DictConfig, schema: type) -> object:

@@ -33,9 +33,9 @@ from snnrun.track.query import (
     varied_params,
 )
 
-PERCENT = ("best val/acc", "final val/acc")
+PERCENT = ("best val/acc", "final val/acc", "final test/acc", "test@best val")
 DIGITS = {"firing rate": ".4f", "wall s": ".1f", "samples/s": ",.0f", "peak MB": ",.0f"}
-PLOTTED = ("best val/acc", "final val/acc")
+PLOTTED = ("best val/acc", "final test/acc")
 WIDE = 200  # columns when stdout is not a terminal: keep table rows on one line
 
 
@@ -81,17 +81,22 @@ class Comparison:
     keys: list[str]
     groups: list[Group]
     left_out: list[RunRow]
+    measures: list[str]  # the MEASURES some run logged (older runs lack test/*)
 
     @classmethod
     def of(cls, target: Target) -> Comparison:
         finished = [row for row in target.runs if row.status == "FINISHED"]
         left_out = [row for row in target.runs if row.status != "FINISHED"]
         keys = [key for key in varied_params(finished) if key != "seed"]
-        return cls(target, keys, group_by_seed(finished, keys), left_out)
+        groups = group_by_seed(finished, keys)
+        measures = [
+            name for name in MEASURES if any(g.stat(name) is not None for g in groups)
+        ]
+        return cls(target, keys, groups, left_out, measures)
 
     @property
     def header(self) -> list[str]:
-        return [*self.keys, "runs", "seeds", *MEASURES]
+        return [*self.keys, "runs", "seeds", *self.measures]
 
     def text_rows(self) -> list[list[str]]:
         """Cells as shown: ``97.12 ± 0.30%``; ``-`` where nothing was logged."""
@@ -100,7 +105,7 @@ class Comparison:
                 *group.values.values(),
                 str(len(group.runs)),
                 ",".join(group.seeds),
-                *(_cell(name, group.stat(name)) for name in MEASURES),
+                *(_cell(name, group.stat(name)) for name in self.measures),
             ]
             for group in self.groups
         ]
@@ -111,7 +116,7 @@ class Comparison:
         for group in self.groups:
             row: list[object] = [*group.values.values(), len(group.runs)]
             row.append(" ".join(group.seeds))
-            for name in MEASURES:
+            for name in self.measures:
                 stat = group.stat(name)
                 row += [stat.mean, stat.std] if stat else ["", ""]
             rows.append(row)
@@ -119,7 +124,9 @@ class Comparison:
 
     @property
     def number_header(self) -> list[str]:
-        stats = [f"{name} {part}" for name in MEASURES for part in ("mean", "std")]
+        stats = [
+            f"{name} {part}" for name in self.measures for part in ("mean", "std")
+        ]
         return [*self.keys, "runs", "seeds", *stats]
 
     def title(self) -> str:

@@ -36,12 +36,10 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from snnrun.seeding import derive_seed
+
 log = logging.getLogger(__name__)
 
-# Rank r > 0 reseeds each encoder generator with initial_seed + r * RANK_STREAM_STRIDE.
-# build.py's streams are seed * 1_000_003 + stream (stream < 100), so rank offsets
-# stay clear of the other streams of the same seed for up to 10,000 ranks.
-RANK_STREAM_STRIDE = 100
 
 # Hydra flags that print something and exit without running a job: under torchrun
 # every rank just runs them alone (no process group, nothing to pin).
@@ -240,7 +238,7 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
 
 def split_streams(generators: Iterable[torch.Generator | None], rank: int) -> None:
-    """Give rank ``r`` > 0 its own random streams: seed ``initial + r·RANK_STREAM_STRIDE``.
+    """Give rank ``r`` > 0 its own random streams: ``derive_seed(initial, "rank/r")``.
 
     Rank 0 keeps the one-process streams. Call after a checkpoint is loaded too: the
     loaded state is rank 0's, whose ``initial_seed`` is the base again.
@@ -249,4 +247,6 @@ def split_streams(generators: Iterable[torch.Generator | None], rank: int) -> No
         return
     for generator in generators:
         if generator is not None:
-            generator.manual_seed(generator.initial_seed() + rank * RANK_STREAM_STRIDE)
+            generator.manual_seed(
+                derive_seed(generator.initial_seed(), f"rank/{rank}")
+            )

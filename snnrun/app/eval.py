@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
             settings=LoopSettings(epochs=1, eval_repeats=args.repeats),
         )
         parts.model.load_state_dict(state["model"])
-        metrics = trainer.evaluate(parts.loaders[1])
+        metrics = trainer.evaluate(parts.loaders.test, "test")
     except Exception as error:
         if not type(error).__module__.startswith("snnrun."):
             raise
@@ -68,7 +68,7 @@ def main(argv: list[str]) -> int:
     sys.stdout.write(
         f"checkpoint {args.checkpoint} (epoch {int(state['epoch']) - 1})\n"
         f"dataset    {parts.data.meta.name}: {len(parts.data.test)} test samples\n"
-        f"test/acc   {100 * metrics['val/acc']:.2f}%\n"
-        f"test/loss  {metrics['val/loss']:.5f}\n"
+        f"test/acc   {100 * metrics['test/acc']:.2f}%\n"
+        f"test/loss  {metrics['test/loss']:.5f}\n"
     )
     return 0

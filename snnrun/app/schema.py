@@ -129,6 +129,10 @@ class TrainerConfig:
     rounding may flip a spike where |u − V_th| ≈ 1e-5. Compiling happens in epoch 1
     (tens of seconds on a CPU, once per batch shape), so it pays on long runs only;
     measured gains in ``benchmarks/results/``. See ``snnrun/app/speed.py``.
+
+    ``test_every``: evaluate the test split (``test/*``, reported, never selected on)
+    every N epochs; 0: only after the last epoch and after each epoch whose
+    validation accuracy is a new best (that gives ``test/acc_at_best_val``).
     """
 
     epochs: int = 5
@@ -137,6 +141,7 @@ class TrainerConfig:
     max_batches: Optional[int] = None
     max_eval_batches: Optional[int] = None
     eval_repeats: int = 1
+    test_every: int = 1
     checkpoint: bool = True
     progress: ProgressMode = ProgressMode.auto
     log_every: int = 100

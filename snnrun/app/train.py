@@ -114,6 +114,12 @@ def train(
         guard.stop = trainer.request_stop
         _log_data(parts)
         trainer.fit(*parts.loaders)
+    if parts.data.val is None:  # nothing to select on: no objective for a sweeper
+        log.warning(
+            "dataset.val_size=0: no validation split, so no best.pt and no "
+            "val/acc_best; the sweep objective is NaN"
+        )
+        return float("nan")
     return trainer.position.best_acc
 
 
@@ -204,6 +210,7 @@ def _make_trainer(
         max_batches=cfg.trainer.max_batches,
         max_eval_batches=cfg.trainer.max_eval_batches,
         eval_repeats=cfg.trainer.eval_repeats,
+        test_every=cfg.trainer.get("test_every", 1),
         checkpoint_dir=plan.run_dir / "checkpoints"
         if cfg.trainer.checkpoint and rank.is_main
         else None,
@@ -240,11 +247,13 @@ def _restore(trainer: Trainer, point: ResumePoint) -> None:
 
 
 def _log_data(parts: Parts) -> None:
+    data = parts.data
     log.info(
-        "data: %s (%d train / %d test samples) on %s",
-        parts.data.meta.name,
-        len(parts.data.train),
-        len(parts.data.test),
+        "data: %s (%d train / %d validation / %d test samples) on %s",
+        data.meta.name,
+        len(data.train),
+        0 if data.val is None else len(data.val),
+        len(data.test),
         parts.device,
     )
 

@@ -1,7 +1,8 @@
 """Datasets as in-memory tensors plus the metadata the model builder needs.
 
 Every dataset module exposes ``<Name>Config`` (a plain dataclass, no Hydra) and
-``build(cfg, data_root, generator) -> DataBundle``. The registry ``DATASETS`` maps the
+``build(cfg, ctx: BuildContext) -> DataBundle``; each carves its validation split from
+its training set with ``snnrun.data.split.plan_train_val``. The registry ``DATASETS`` maps the
 name a user types (``dataset=mnist``) to that pair; ``tests/`` checks it against
 ``conf/dataset/*.yaml`` so a forgotten piece fails.
 """
@@ -101,6 +102,10 @@ class ArraySplit:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def take(self, indices: Tensor) -> ArraySplit:
+        """The samples at ``indices`` (int64 ``[K]``), in that order."""
+        return ArraySplit(self.x.index_select(0, indices), self.y.index_select(0, indices))
+
     def subset(self, limit: int | None) -> ArraySplit:
         """First ``limit`` samples (all when ``limit`` is None)."""
         if limit is None or limit >= len(self):
@@ -110,8 +115,13 @@ class ArraySplit:
 
 @dataclass(frozen=True)
 class DataBundle:
-    """Train and test splits with their metadata."""
+    """Train, validation and test splits with their metadata.
+
+    ``val`` is carved from the training set (``snnrun/data/split.py``) and is the only
+    split model selection may read; None when ``dataset.val_size=0``.
+    """
 
     train: ArraySplit
     test: ArraySplit
     meta: DataMeta
+    val: ArraySplit | None = None

@@ -41,6 +41,7 @@ from snnrun.data import (
 )
 from snnrun.data.cache import file_list_hash
 from snnrun.data.imageio import read_image
+from snnrun.data.split import plan_train_val
 from snnrun.data.synthetic import SyntheticParams, default_root, ensure_synthetic
 
 SOURCES = ("synthetic", "folder")
@@ -66,6 +67,9 @@ class DetectionConfig:
         image_size: side in pixels; folder images must have it, synthetic ones get it.
         train_limit: keep the first N training images; None: all.
         test_limit: keep the first N test images; None: all.
+        val_size: training images held out for validation and model selection: a
+            count (>= 1) or a fraction (< 1); 0 turns the split off.
+        val_seed: seed of the hold-out draw (the split stays fixed across ``seed``).
     """
 
     name: str = "detection"
@@ -77,6 +81,8 @@ class DetectionConfig:
     image_size: int = 28
     train_limit: Optional[int] = None  # noqa: UP045
     test_limit: Optional[int] = None  # noqa: UP045
+    val_size: float = 0.1
+    val_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def build(cfg: DetectionConfig, ctx: BuildContext) -> DataBundle:
     synthetic = cfg.source == "synthetic"
     root = _resolve_root(cfg, ctx)
     data = read_detection_folder(root, cfg.image_size)
-    train, test = data.train.subset(cfg.train_limit), data.test.subset(cfg.test_limit)
+    plan = plan_train_val(len(data.train), cfg.val_size, cfg.val_seed, cfg.train_limit)
+    train, test = data.train.take(plan.train), data.test.subset(cfg.test_limit)
     facts = {
         "source": cfg.source,
         "root": str(root),
@@ -118,6 +125,7 @@ def build(cfg: DetectionConfig, ctx: BuildContext) -> DataBundle:
         "classes": ",".join(data.class_names),
         "image_size": str(cfg.image_size),
         "file_list_sha256": data.files_hash[:SHORT_HASH],
+        **plan.facts(cfg.val_size, cfg.val_seed),
     }
     if synthetic:
         facts["synthetic_seed"] = str(cfg.synthetic_seed)
@@ -129,7 +137,8 @@ def build(cfg: DetectionConfig, ctx: BuildContext) -> DataBundle:
         provenance=facts,
         tags={"substitute": str(synthetic).lower()},
     )
-    return DataBundle(train=train, test=test, meta=meta)
+    val = data.train.take(plan.val) if len(plan.val) else None
+    return DataBundle(train=train, test=test, meta=meta, val=val)
 
 
 def _validate(cfg: DetectionConfig) -> None:

@@ -2,7 +2,8 @@
 
 The data are already tensors, so a batch is one ``index_select`` per tensor. The
 order of an epoch is a pure function of ``(seed, epoch)``: a fresh generator seeded
-with ``seed * 1_000_003 + epoch`` draws the permutation. A resumed run therefore needs
+with ``derive_seed(seed, order_stream(epoch))`` (``snnrun/seeding.py``) draws the
+permutation. A resumed run therefore needs
 no loader state beyond the epoch and the batch to start from (``iter_from``).
 
 Under DDP every rank builds the same permutation, pads it to a multiple of
@@ -20,8 +21,7 @@ import torch
 from torch import Tensor
 
 from snnrun.data import ArraySplit
-
-EPOCH_SEED_STRIDE = 1_000_003
+from snnrun.seeding import derive_seed, order_stream
 
 
 class BatchLoader:
@@ -83,7 +83,7 @@ class BatchLoader:
         n = len(self.split)
         if self.shuffle:
             generator = torch.Generator().manual_seed(
-                self.seed * EPOCH_SEED_STRIDE + self.epoch
+                derive_seed(self.seed, order_stream(self.epoch))
             )
             order = torch.randperm(n, generator=generator)
         else:

@@ -27,6 +27,7 @@ from snnrun.data import (
 )
 from snnrun.data.download import ensure_file, sha256_file
 from snnrun.data.idx import read_idx
+from snnrun.data.split import plan_train_val
 
 TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
 TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
@@ -68,8 +69,12 @@ class MNISTConfig:
         root: folder with the four IDX files; None means ``<data_root>/mnist``.
         download: fetch missing files from the mirrors.
         verify: require the canonical SHA256 of each file.
-        train_limit: keep only the first N training samples (None: all 60,000).
+        train_limit: keep only the first N training samples (None: all 60,000 less
+            the validation split).
         test_limit: keep only the first N test samples (None: all 10,000).
+        val_size: training samples held out for validation and model selection: a
+            count (>= 1) or a fraction (< 1); 0 turns the split off.
+        val_seed: seed of the hold-out draw (the split stays fixed across ``seed``).
     """
 
     name: str = "mnist"
@@ -78,6 +83,8 @@ class MNISTConfig:
     verify: bool = True
     train_limit: Optional[int] = None  # noqa: UP045
     test_limit: Optional[int] = None  # noqa: UP045
+    val_size: float = 5000
+    val_seed: int = 0
 
 
 def build(cfg: MNISTConfig, ctx: BuildContext) -> DataBundle:
@@ -96,7 +103,8 @@ def build(cfg: MNISTConfig, ctx: BuildContext) -> DataBundle:
     paths = _ensure_files(root, download=cfg.download, verify=cfg.verify)
     train_full = _load_split(paths[TRAIN_IMAGES], paths[TRAIN_LABELS])
     test_full = _load_split(paths[TEST_IMAGES], paths[TEST_LABELS])
-    train = train_full.subset(cfg.train_limit)
+    plan = plan_train_val(len(train_full), cfg.val_size, cfg.val_seed, cfg.train_limit)
+    train = train_full.take(plan.train)
     test = test_full.subset(cfg.test_limit)
     hashes = {
         name: SHA256[name] if cfg.verify else sha256_file(paths[name]) for name in FILES
@@ -107,10 +115,16 @@ def build(cfg: MNISTConfig, ctx: BuildContext) -> DataBundle:
         num_classes=NUM_CLASSES,
         encoding="rate",
         provenance=_provenance(
-            root, cfg.verify, hashes, (train, train_full), (test, test_full)
-        ),
+            root,
+            cfg.verify,
+            hashes,
+            (len(train), len(train_full) - len(plan.val)),
+            (len(test), len(test_full)),
+        )
+        | plan.facts(cfg.val_size, cfg.val_seed),
     )
-    return DataBundle(train=train, test=test, meta=meta)
+    val = train_full.take(plan.val) if len(plan.val) else None
+    return DataBundle(train=train, test=test, meta=meta, val=val)
 
 
 def _resolve_root(cfg: MNISTConfig, ctx: BuildContext) -> Path:
@@ -170,16 +184,17 @@ def _provenance(
     root: Path,
     verified: bool,
     hashes: dict[str, str],
-    train: tuple[ArraySplit, ArraySplit],
-    test: tuple[ArraySplit, ArraySplit],
+    train: tuple[int, int],
+    test: tuple[int, int],
 ) -> dict[str, str]:
-    """Flat facts for MLflow; ``train``/``test`` are (used, full) pairs."""
+    """Flat facts for MLflow; ``train``/``test`` are (used, available) counts, the
+    training samples available being those the validation split leaves."""
     facts = {
         "source": str(root),
-        "n_train": str(len(train[0])),
-        "n_test": str(len(test[0])),
-        "n_train_full": str(len(train[1])),
-        "n_test_full": str(len(test[1])),
+        "n_train": str(train[0]),
+        "n_test": str(test[0]),
+        "n_train_available": str(train[1]),
+        "n_test_full": str(test[1]),
         "subset": _subset_label(train, test),
         "sha256_verified": str(verified).lower(),
     }
@@ -188,13 +203,11 @@ def _provenance(
     return facts
 
 
-def _subset_label(
-    train: tuple[ArraySplit, ArraySplit], test: tuple[ArraySplit, ArraySplit]
-) -> str:
+def _subset_label(train: tuple[int, int], test: tuple[int, int]) -> str:
     """``"full"``, or e.g. ``"train: first 1000; test: full"``."""
     parts = {
-        split: "full" if len(used) == len(full) else f"first {len(used)}"
-        for split, (used, full) in (("train", train), ("test", test))
+        split: "full" if used == available else f"first {used}"
+        for split, (used, available) in (("train", train), ("test", test))
     }
     if set(parts.values()) == {"full"}:
         return "full"

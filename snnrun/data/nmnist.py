@@ -52,6 +52,7 @@ from snnrun.data.events import (
     decode_nmnist,
 )
 from snnrun.data.nmnist_download import ARCHIVES, download_nmnist
+from snnrun.data.split import plan_train_val
 from snnrun.data.sha256sums import checksum_facts, read_sha256sums, verify_files
 
 NUM_CLASSES = 10
@@ -81,6 +82,9 @@ class NMNISTConfig:
         download: fetch the full set (~1 GB) when no folder is found.
         train_limit: keep the first N training recordings (MNIST order); None: all.
         test_limit: keep the first N test recordings; None: all.
+        val_size: training recordings held out for validation and model selection:
+            a count (>= 1) or a fraction (< 1); 0 turns the split off.
+        val_seed: seed of the hold-out draw (the split stays fixed across ``seed``).
         cache: keep binned frames under ``<cache_root>/nmnist`` for the next run.
     """
 
@@ -94,6 +98,8 @@ class NMNISTConfig:
     download: bool = True
     train_limit: Optional[int] = None  # noqa: UP045
     test_limit: Optional[int] = None  # noqa: UP045
+    val_size: float = 0.1
+    val_seed: int = 0
     cache: bool = True
 
 
@@ -120,8 +126,14 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
     _validate(cfg, ctx)
     root = _resolve_root(cfg, ctx)
     available = {split: list_recordings(root, split) for split in SPLIT_FOLDERS}
-    limits = {"train": cfg.train_limit, "test": cfg.test_limit}
-    used = {split: available[split][: limits[split]] for split in SPLIT_FOLDERS}
+    pool = available["train"]
+    plan = plan_train_val(len(pool), cfg.val_size, cfg.val_seed, cfg.train_limit)
+    used = {
+        "train": [pool[i] for i in plan.train.tolist()],
+        "test": available["test"][: cfg.test_limit],
+    }
+    if len(plan.val):
+        used["val"] = [pool[i] for i in plan.val.tolist()]
     params = transform_params(cfg, ctx.time_steps)
     files_hash = file_list_hash(root, _paths(used))
     key = cache_key(params, files_hash)
@@ -137,6 +149,7 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
         for split, recs in used.items()
     }
     facts = _provenance(root, available, used, params)
+    facts.update(plan.facts(cfg.val_size, cfg.val_seed))
     facts.update(file_list_sha256=files_hash[:SHORT_HASH], cache_key=key[:SHORT_HASH])
     facts.update(checksum_facts(root, _paths(used), sums))
     meta = DataMeta(
@@ -146,7 +159,9 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
         encoding="frames",
         provenance=facts,
     )
-    return DataBundle(train=splits["train"], test=splits["test"], meta=meta)
+    return DataBundle(
+        train=splits["train"], test=splits["test"], meta=meta, val=splits.get("val")
+    )
 
 
 def _provenance(

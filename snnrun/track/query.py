@@ -40,6 +40,8 @@ PARENT_TAG = "mlflow.parentRunId"
 # metric names as the trainer and the MLflow hook log them
 BEST_KEY = "val/acc_best"
 FINAL_KEY = "val/acc"
+TEST_KEY = "test/acc"
+TEST_AT_BEST_KEY = "test/acc_at_best_val"
 RATE_PREFIX = "rate/layer"
 SPEED_KEY = "perf/samples_per_s"
 SEED_PARAM = "seed"
@@ -259,6 +261,8 @@ Measure = Callable[[RunRow], "float | None"]
 MEASURES: dict[str, Measure] = {
     "best val/acc": lambda row: row.metrics.get(BEST_KEY),
     "final val/acc": lambda row: row.metrics.get(FINAL_KEY),
+    "final test/acc": lambda row: row.metrics.get(TEST_KEY),
+    "test@best val": lambda row: row.metrics.get(TEST_AT_BEST_KEY),
     "firing rate": lambda row: row.mean_rate,
     "wall s": lambda row: row.wall_s,
     "samples/s": lambda row: row.metrics.get(SPEED_KEY),

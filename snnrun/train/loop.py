@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,12 +63,15 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class LoopSettings:
-    """How long to train and what to keep. ``max_*`` cap batches per epoch (debug)."""
+    """How long to train and what to keep. ``max_*`` cap batches per epoch (debug);
+    ``test_every``: report the test set every N epochs (0: only the last epoch and
+    those with a new best validation accuracy)."""
 
     epochs: int
     max_batches: int | None = None
     max_eval_batches: int | None = None
     eval_repeats: int = 1
+    test_every: int = 1
     checkpoint_dir: Path | None = None
     detect_anomaly: bool = False
 
@@ -96,7 +99,7 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None,
         loss_fn: LossFn,
-        encoders: tuple[Encoder, Encoder],
+        encoders: tuple[Encoder, ...],
         device: torch.device,
         hooks: Sequence[Hook] = (),
         settings: LoopSettings | None = None,
@@ -107,7 +110,10 @@ class Trainer:
         self.net = unwrap(model)  # what evaluate() runs and checkpoints hold
         self.reduce = reduce
         self.loss_fn = loss_fn
-        self.train_encoder, self.eval_encoder = encoders
+        # (train, validation[, test]): the test split draws its own noise, so the
+        # validation metrics never depend on whether or how the test set is run
+        self.train_encoder, self.eval_encoder, *rest = encoders
+        self.test_encoder = rest[0] if rest else self.eval_encoder
         self.device = device
         self.hooks = list(hooks)
         self.settings = settings or LoopSettings(epochs=1)
@@ -115,7 +121,8 @@ class Trainer:
         self.position = Position()
         self._stop_requested = False
         self._mid_batch = False  # between a batch's first draw and its position update
-        self._eval_rng: Tensor | None = None  # eval generator at the evaluation's start
+        # eval generators' states at the start of an epoch's evaluation
+        self._eval_rng: list[Tensor] | None = None
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current batch (signal handlers call this).
@@ -126,8 +133,16 @@ class Trainer:
         self._stop_requested = True
 
     # -- public ---------------------------------------------------------------------
-    def fit(self, train: Loader, val: Loader) -> dict[str, float]:
-        """Train from ``self.position`` to the last epoch; returns the last metrics."""
+    def fit(
+        self, train: Loader, val: Loader | None, test: Loader | None = None
+    ) -> dict[str, float]:
+        """Train from ``self.position`` to the last epoch; returns the last metrics.
+
+        ``val`` (held out of the training set) drives every decision: ``val/acc_best``
+        and ``best.pt``. ``test`` is only reported (``test/*``): after the epochs
+        :meth:`_test_due` names, never selected on. Without ``val`` no ``best.pt`` is
+        written.
+        """
         s, metrics = self.settings, {}
         batches = self._cap(len(train), s.max_batches)
         samples = min(train.num_samples, batches * train.batch_size)
@@ -137,7 +152,7 @@ class Trainer:
         try:
             with torch.autograd.set_detect_anomaly(s.detect_anomaly):
                 while self.position.epoch <= s.epochs:
-                    metrics = self._run_epoch(train, val)
+                    metrics = self._run_epoch(train, val, test)
         except KeyboardInterrupt:
             self._save_interrupted()
             self._emit("on_fit_end", FitEnd("KILLED", metrics))
@@ -149,10 +164,12 @@ class Trainer:
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, loader: Loader) -> dict[str, float]:
-        """One (or ``eval_repeats``) stochastic pass(es) over ``loader``: val/loss, val/acc."""
+    def evaluate(self, loader: Loader, prefix: str = "val") -> dict[str, float]:
+        """One (or ``eval_repeats``) stochastic pass(es) over ``loader``:
+        ``<prefix>/loss`` and ``<prefix>/acc``; ``prefix="test"`` encodes with the
+        test split's own generator."""
         self.net.eval()
-        self._eval_rng = self.eval_encoder.generator.get_state()
+        encoder = self.test_encoder if prefix == "test" else self.eval_encoder
         totals = RunningMetrics(self.device)
         loader.set_epoch(0)
         limit = self._cap(len(loader), self.settings.max_eval_batches)
@@ -161,7 +178,7 @@ class Trainer:
                 break
             x, y = self._to_device(x, y)
             rate = sum(
-                firing_rate(self.net(self.eval_encoder(x)).spikes)
+                firing_rate(self.net(encoder(x)).spikes)
                 for _ in range(self.settings.eval_repeats)
             )
             rate = rate / self.settings.eval_repeats
@@ -169,38 +186,75 @@ class Trainer:
             if self._stop_requested:
                 raise KeyboardInterrupt
         totals = totals.reduced(self.reduce)
-        self._eval_rng = None
-        return {"val/loss": totals.loss, "val/acc": totals.acc}
+        return {f"{prefix}/loss": totals.loss, f"{prefix}/acc": totals.acc}
 
     # -- one epoch ------------------------------------------------------------------
-    def _run_epoch(self, train: Loader, val: Loader) -> dict[str, float]:
+    def _run_epoch(
+        self, train: Loader, val: Loader | None, test: Loader | None
+    ) -> dict[str, float]:
         epoch, started = self.position.epoch, time.perf_counter()
         running, rates, batches = self._train_batches(train, epoch)
         running = running.reduced(self.reduce)  # all ranks: Σ loss·n, Σ correct, Σ n
         train_seconds = time.perf_counter() - started
-        self._emit(
-            "on_eval_start",
-            EvalStart(epoch, self._cap(len(val), self.settings.max_eval_batches)),
-        )
-        metrics = {
-            "train/loss": running.loss,
-            "train/acc": running.acc,
-            **self.evaluate(val),
-        }
-        self.position.best_acc = max(self.position.best_acc, metrics["val/acc"])
-        metrics["val/acc_best"] = self.position.best_acc
+        metrics = {"train/loss": running.loss, "train/acc": running.acc}
+        improved = self._evaluate_epoch(epoch, val, test, metrics)
         metrics["time/epoch_s"] = time.perf_counter() - started
         metrics["perf/samples_per_s"] = running.samples / max(train_seconds, 1e-9)
         metrics["optim/lr"] = self.optimizer.param_groups[0]["lr"]
         metrics.update(self._layer_rates(rates, batches))
         if self.scheduler is not None:
             self.scheduler.step()
-        self.position = Position(epoch + 1, 0, self.position.best_acc)
-        self._emit("on_epoch_end", EpochEnd(epoch, metrics))
+        self.position = replace(
+            self.position, epoch=epoch + 1, batch=0, running=[], rates=None
+        )
+        # checkpoints first: a slow or unreachable tracker must never cost an epoch
         self._save("last")
-        if metrics["val/acc"] >= self.position.best_acc:
+        if improved:
             self._save("best")
+        self._emit("on_epoch_end", EpochEnd(epoch, metrics))
         return metrics
+
+    def _evaluate_epoch(
+        self,
+        epoch: int,
+        val: Loader | None,
+        test: Loader | None,
+        metrics: dict[str, float],
+    ) -> bool:
+        """Validate (selection) and maybe test (report) into ``metrics``; True when
+        ``val/acc`` reached a new best. The eval generator is remembered at the start,
+        so an interruption anywhere in here repeats both evaluations on resume."""
+        cap = self.settings.max_eval_batches
+        loaders = [loader for loader in (val, test) if loader is not None]
+        self._emit(
+            "on_eval_start",
+            EvalStart(epoch, sum(self._cap(len(lo), cap) for lo in loaders)),
+        )
+        self._eval_rng = [e.generator.get_state() for e in self._eval_encoders()]
+        improved = False
+        if val is not None:
+            metrics.update(self.evaluate(val, "val"))
+            improved = metrics["val/acc"] >= self.position.best_acc
+            if improved:
+                self.position.best_acc = metrics["val/acc"]
+                self.position.best_epoch = epoch
+            metrics["val/acc_best"] = self.position.best_acc
+        if test is not None and self._test_due(epoch, improved):
+            metrics.update(self.evaluate(test, "test"))
+            if improved:
+                self.position.test_at_best = metrics["test/acc"]
+            if self.position.test_at_best >= 0:
+                metrics["test/acc_at_best_val"] = self.position.test_at_best
+        self._eval_rng = None
+        return improved
+
+    def _test_due(self, epoch: int, improved: bool) -> bool:
+        """Test after every ``test_every``-th epoch, the last one, and each epoch
+        whose validation accuracy is a new best (for ``test/acc_at_best_val``)."""
+        every = self.settings.test_every
+        return (
+            improved or epoch == self.settings.epochs or (every > 0 and epoch % every == 0)
+        )
 
     def _train_batches(
         self, train: Loader, epoch: int
@@ -301,7 +355,8 @@ class Trainer:
         if self._mid_batch:
             return
         if self._eval_rng is not None:
-            self.eval_encoder.generator.set_state(self._eval_rng)
+            for encoder, state in zip(self._eval_encoders(), self._eval_rng):
+                encoder.generator.set_state(state)
             self._eval_rng = None
         self._save("last")
 
@@ -310,6 +365,12 @@ class Trainer:
             x.to(self.device, non_blocking=True),
             y.to(self.device, non_blocking=True),
         )
+
+    def _eval_encoders(self) -> list[Encoder]:
+        """The validation encoder, and the test one when it is separate."""
+        if self.test_encoder is self.eval_encoder:
+            return [self.eval_encoder]
+        return [self.eval_encoder, self.test_encoder]
 
     @staticmethod
     def _cap(length: int, limit: int | None) -> int:
@@ -328,6 +389,7 @@ class Trainer:
             "rng": {
                 "train_encoder": self.train_encoder.generator.get_state(),
                 "eval_encoder": self.eval_encoder.generator.get_state(),
+                "test_encoder": self.test_encoder.generator.get_state(),
             },
             **self.extra_state,
         }
@@ -338,6 +400,8 @@ class Trainer:
         self.position = Position.from_state(state)
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])
+        if "test_encoder" in state["rng"] and self.test_encoder is not self.eval_encoder:
+            self.test_encoder.generator.set_state(state["rng"]["test_encoder"])
 
     def _save(self, kind: str) -> None:
         directory = self.settings.checkpoint_dir

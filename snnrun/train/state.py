@@ -27,6 +27,8 @@ class Position:
     best_acc: float = -1.0
     running: list[float] = field(default_factory=list)  # partial-epoch sums on resume
     rates: Tensor | None = None  # partial-epoch sum of the layer rates, for resume
+    best_epoch: int = 0  # epoch of best_acc (validation accuracy); 0: none yet
+    test_at_best: float = -1.0  # test accuracy after best_epoch, reported only
 
     def state(self) -> dict[str, Any]:
         """The position's checkpoint entries."""
@@ -36,6 +38,8 @@ class Position:
             "best_acc": self.best_acc,
             "running": list(self.running),
             "rates": None if self.rates is None else self.rates.detach().cpu(),
+            "best_epoch": self.best_epoch,
+            "test_at_best": self.test_at_best,
         }
 
     @classmethod
@@ -47,6 +51,8 @@ class Position:
             float(state["best_acc"]),
             list(state["running"]),
             state.get("rates"),  # absent in checkpoints of older versions
+            int(state.get("best_epoch", 0)),
+            float(state.get("test_at_best", -1.0)),
         )
 
     def restore_running(self, running: RunningMetrics) -> None:

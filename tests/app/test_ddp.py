@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from snnrun.seeding import derive_seed
 from mlflow import MlflowClient
 
 from snnrun.app import distributed
@@ -169,6 +171,8 @@ def test_each_rank_draws_its_own_encoder_stream() -> None:
     assert torch.equal(
         draws(0), torch.rand(4, generator=torch.Generator().manual_seed(7_000_024))
     )
+    rank1 = torch.Generator().manual_seed(derive_seed(7_000_024, "rank/1"))
+    assert torch.equal(draws(1), torch.rand(4, generator=rank1))
     assert not torch.equal(draws(0), draws(1))
     assert not torch.equal(draws(1), draws(2))
 
@@ -210,6 +214,14 @@ def test_trainer_reduces_train_eval_and_rates(compose_cfg, tmp_path: Path) -> No
     initial = {k: v.clone() for k, v in parts.model.state_dict().items()}
     alone, doubled = fit(None), fit(twice)
     layers = len([k for k in alone if k.startswith("rate/")])
-    assert sorted(seen) == sorted([3, 3, layers + 1])  # train, eval, rates
-    for key in ("train/loss", "train/acc", "val/loss", "val/acc", "rate/layer1"):
+    assert sorted(seen) == sorted([3, 3, 3, layers + 1])  # train, val, test, rates
+    for key in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "test/loss",
+        "test/acc",
+        "rate/layer1",
+    ):
         assert doubled[key] == pytest.approx(alone[key]), key

@@ -144,7 +144,9 @@ def test_detection_trains_from_a_user_folder(compose_cfg, tmp_path: Path) -> Non
     assert run.info.status == "FINISHED"
     assert run.data.tags["substitute"] == "false"
     assert "synthetic" not in run.info.run_name
-    assert run.data.params["data.n_train"] == "40"
+    # 10% of the 40 training images are held out for validation
+    assert run.data.params["data.n_train"] == "36"
+    assert run.data.params["data.n_val"] == "4"
 
 
 def test_synthetic_detection_is_labelled_a_substitute(compose_cfg, tmp_path) -> None:

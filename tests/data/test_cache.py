@@ -195,7 +195,7 @@ def test_nmnist_build_uses_the_cache(
     shared_data: Path, tmp_path: Path, counted_binning: list[int]
 ) -> None:
     ctx = BuildContext(shared_data, tmp_path, 8, torch.Generator())
-    cfg = NMNISTConfig(train_limit=20, test_limit=5)
+    cfg = NMNISTConfig(val_size=0, train_limit=20, test_limit=5)
     cold = build(cfg, ctx)
     assert counted_binning == [20, 5]
     warm = build(cfg, ctx)
@@ -227,10 +227,10 @@ def test_nmnist_parameter_change_makes_a_new_entry(
 ) -> None:
     base = {"train_limit": 20, "test_limit": 5}
     build(
-        NMNISTConfig(**base), BuildContext(shared_data, tmp_path, 8, torch.Generator())
+        NMNISTConfig(val_size=0, **base), BuildContext(shared_data, tmp_path, 8, torch.Generator())
     )
     ctx = BuildContext(shared_data, tmp_path, time_steps, torch.Generator())
-    changed = build(NMNISTConfig(**{**base, **override}), ctx)
+    changed = build(NMNISTConfig(val_size=0, **{**base, **override}), ctx)
     assert len(counted_binning) == 4  # both splits binned again
     assert len(list((tmp_path / "nmnist").iterdir())) == 2
     assert changed.train.x.shape[1] == time_steps
@@ -240,7 +240,7 @@ def test_nmnist_cache_off_writes_nothing(
     shared_data: Path, tmp_path: Path, counted_binning: list[int]
 ) -> None:
     ctx = BuildContext(shared_data, tmp_path, 4, torch.Generator())
-    cfg = NMNISTConfig(train_limit=3, test_limit=2, cache=False)
+    cfg = NMNISTConfig(val_size=0, train_limit=3, test_limit=2, cache=False)
     build(cfg, ctx)
     build(cfg, ctx)
     assert len(counted_binning) == 4
@@ -251,7 +251,7 @@ def test_nmnist_corrupt_cache_is_rebuilt(
     shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     ctx = BuildContext(shared_data, tmp_path, 4, torch.Generator())
-    cfg = NMNISTConfig(train_limit=6, test_limit=2)
+    cfg = NMNISTConfig(val_size=0, train_limit=6, test_limit=2)
     good = build(cfg, ctx)
     (entry,) = (tmp_path / "nmnist").iterdir()
     corrupt_truncate(entry / "train.pt")

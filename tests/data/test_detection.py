@@ -114,7 +114,7 @@ def test_synthetic_test_split_does_not_depend_on_n_train(tmp_path: Path) -> None
 
 
 def test_synthetic_default_build(tmp_path: Path) -> None:
-    bundle = build(DetectionConfig(), context(tmp_path))
+    bundle = build(DetectionConfig(val_size=0), context(tmp_path))
     train, test, meta = bundle.train, bundle.test, bundle.meta
     assert train.x.shape == (1509, 1, 28, 28) and test.x.shape == (631, 1, 28, 28)
     assert train.x.dtype == torch.uint8 and train.y.dtype == torch.int64
@@ -137,7 +137,7 @@ def test_synthetic_default_build(tmp_path: Path) -> None:
 def test_synthetic_is_reused_not_regenerated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = DetectionConfig(n_train=SMALL.n_train, n_test=SMALL.n_test, synthetic_seed=3)
+    cfg = DetectionConfig(val_size=0, n_train=SMALL.n_train, n_test=SMALL.n_test, synthetic_seed=3)
     first = build(cfg, context(tmp_path))
 
     def refuse(*args, **kwargs):
@@ -162,14 +162,14 @@ def test_synthetic_refuses_a_foreign_folder(tmp_path: Path) -> None:
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("my data")
-    cfg = DetectionConfig(root=str(foreign))
+    cfg = DetectionConfig(val_size=0, root=str(foreign))
     with pytest.raises(DataError, match="not a synthetic detection set"):
         build(cfg, context(tmp_path))
     assert (foreign / "notes.txt").read_text() == "my data"
 
 
 def test_synthetic_limits_keep_a_mix(tmp_path: Path) -> None:
-    cfg = DetectionConfig(n_train=40, n_test=10, train_limit=12, test_limit=4)
+    cfg = DetectionConfig(val_size=0, n_train=40, n_test=10, train_limit=12, test_limit=4)
     bundle = build(cfg, context(tmp_path))
     assert len(bundle.train) == 12 and len(bundle.test) == 4
     assert 0 < int(bundle.train.y.sum()) < 12
@@ -188,7 +188,7 @@ def test_user_folder_round_trip(tmp_path: Path) -> None:
     npy = root / "train" / CLASS_NAMES[labels[1]] / "00001.pgm"
     npy.unlink()
     np.save(npy.with_suffix(".npy"), images[1])
-    bundle = build(DetectionConfig(source="folder", root=str(root)), context(tmp_path))
+    bundle = build(DetectionConfig(val_size=0, source="folder", root=str(root)), context(tmp_path))
     for split, (images, labels) in data.items():
         got = getattr(bundle, split)
         assert torch.equal(got.x[:, 0], torch.from_numpy(images))
@@ -212,7 +212,7 @@ def test_user_npz_round_trip(tmp_path: Path) -> None:
         x_test=x_test,
         y_test=y_test,
     )
-    bundle = build(DetectionConfig(source="folder", root=str(root)), context(tmp_path))
+    bundle = build(DetectionConfig(val_size=0, source="folder", root=str(root)), context(tmp_path))
     assert torch.equal(bundle.train.x[:, 0], torch.from_numpy(x_train))
     assert bundle.test.y.tolist() == [1, 0, 0]
     assert bundle.meta.provenance["layout"] == "npz"
@@ -224,13 +224,13 @@ def test_user_folder_of_another_size(tmp_path: Path) -> None:
         write_image_folder(
             root / split, random_images(4, size=32), np.array([0, 1, 0, 1])
         )
-    cfg = DetectionConfig(source="folder", root=str(root), image_size=32)
+    cfg = DetectionConfig(val_size=0, source="folder", root=str(root), image_size=32)
     assert build(cfg, context(tmp_path)).meta.in_shape == (1, 32, 32)
 
 
 # --------------------------------------------------------------------- errors
 def folder_cfg(root: Path) -> DetectionConfig:
-    return DetectionConfig(source="folder", root=str(root))
+    return DetectionConfig(val_size=0, source="folder", root=str(root))
 
 
 def expect_error(tmp_path: Path, root: Path, *fragments: str) -> None:
@@ -248,7 +248,7 @@ def test_missing_root(tmp_path: Path) -> None:
 
 def test_folder_source_needs_a_root(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"dataset\.source=folder needs dataset\.root"):
-        build(DetectionConfig(source="folder"), context(tmp_path))
+        build(DetectionConfig(val_size=0, source="folder"), context(tmp_path))
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -372,7 +372,7 @@ def test_npz_missing_key_and_bad_labels(tmp_path: Path) -> None:
 )
 def test_bad_values_name_the_key(tmp_path: Path, override: dict, key: str) -> None:
     with pytest.raises(DataError, match=key.replace(".", r"\.")):
-        build(DetectionConfig(**override), context(tmp_path))
+        build(DetectionConfig(val_size=0, **override), context(tmp_path))
 
 
 # ------------------------------------------------------------------- decoders

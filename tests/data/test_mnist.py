@@ -38,7 +38,7 @@ def make_ctx(data_root: Path) -> BuildContext:
 
 @pytest.fixture(scope="module")
 def full(shared_data: Path, mnist_dir: Path) -> DataBundle:
-    return build(MNISTConfig(download=False), make_ctx(shared_data))
+    return build(MNISTConfig(val_size=0, download=False), make_ctx(shared_data))
 
 
 def copy_with(tmp_path: Path, source: Path, replaced: dict[str, bytes]) -> Path:
@@ -88,7 +88,7 @@ def test_meta_and_provenance(full: DataBundle, mnist_dir: Path) -> None:
     facts = meta.provenance
     assert facts["source"] == str(mnist_dir.absolute())
     assert (facts["n_train"], facts["n_test"]) == ("60000", "10000")
-    assert (facts["n_train_full"], facts["n_test_full"]) == ("60000", "10000")
+    assert (facts["n_train_available"], facts["n_test_full"]) == ("60000", "10000")
     assert facts["subset"] == "full" and facts["sha256_verified"] == "true"
     for name in FILES:
         assert SHA256[name].startswith(facts[f"sha256.{name}"])
@@ -98,19 +98,19 @@ def test_meta_and_provenance(full: DataBundle, mnist_dir: Path) -> None:
 def test_limits_take_the_first_samples(
     full: DataBundle, shared_data: Path, mnist_dir: Path
 ) -> None:
-    cfg = MNISTConfig(root=str(mnist_dir), train_limit=100, test_limit=20_000)
+    cfg = MNISTConfig(val_size=0, root=str(mnist_dir), train_limit=100, test_limit=20_000)
     small = build(cfg, make_ctx(shared_data / "elsewhere"))  # root overrides
     assert len(small.train) == 100 and len(small.test) == 10_000
     assert torch.equal(small.train.x, full.train.x[:100])
     assert torch.equal(small.train.y, full.train.y[:100])
     facts = small.meta.provenance
-    assert facts["n_train"] == "100" and facts["n_train_full"] == "60000"
+    assert facts["n_train"] == "100" and facts["n_train_available"] == "60000"
     assert facts["subset"] == "train: first 100; test: full"
 
 
 def test_zero_limit_is_refused(shared_data: Path) -> None:
     with pytest.raises(DataError, match=r"dataset\.test_limit=0"):
-        build(MNISTConfig(test_limit=0), make_ctx(shared_data))
+        build(MNISTConfig(val_size=0, test_limit=0), make_ctx(shared_data))
 
 
 def test_download_through_mirrors(
@@ -121,7 +121,7 @@ def test_download_through_mirrors(
         (http_server.root / name).symlink_to(mnist_dir / name)
     monkeypatch.setattr(mnist, "MIRRORS", (http_server.url + "gone/", http_server.url))
     ctx = make_ctx(tmp_path / "data")
-    bundle = build(MNISTConfig(test_limit=10), ctx)
+    bundle = build(MNISTConfig(val_size=0, test_limit=10), ctx)
     assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(
         FILES
     )
@@ -134,7 +134,7 @@ def test_download_through_mirrors(
 def test_missing_folder_names_root_and_fix(tmp_path: Path) -> None:
     root = tmp_path / "nowhere"
     with pytest.raises(DataError) as info:
-        build(MNISTConfig(root=str(root), download=False), make_ctx(tmp_path))
+        build(MNISTConfig(val_size=0, root=str(root), download=False), make_ctx(tmp_path))
     assert str(info.value) == (
         f"dataset.root={root} has no train-images-idx3-ubyte.gz; set SNNRUN_DATA "
         "or dataset.root to a folder with the four MNIST IDX files "
@@ -148,7 +148,7 @@ def test_wrong_checksum_is_refused(tmp_path: Path, mnist_dir: Path) -> None:
     altered = gzip.compress(bytes(payload))
     folder = copy_with(tmp_path, mnist_dir, {LABELS: altered})
     with pytest.raises(DataError) as info:
-        build(MNISTConfig(root=str(folder), download=False), make_ctx(tmp_path))
+        build(MNISTConfig(val_size=0, root=str(folder), download=False), make_ctx(tmp_path))
     message = str(info.value)
     assert f"{folder / LABELS} is corrupt or altered" in message
     assert f"expected {SHA256[LABELS]}" in message
@@ -162,7 +162,7 @@ def test_verify_false_accepts_altered_file_and_records_hash(
     payload[8] = 9
     altered = gzip.compress(bytes(payload))
     folder = copy_with(tmp_path, mnist_dir, {LABELS: altered})
-    cfg = MNISTConfig(root=str(folder), download=False, verify=False)
+    cfg = MNISTConfig(val_size=0, root=str(folder), download=False, verify=False)
     bundle = build(cfg, make_ctx(tmp_path))
     assert int(bundle.train.y[0]) == 9
     facts = bundle.meta.provenance
@@ -174,13 +174,13 @@ def test_truncated_gzip_is_caught_by_checksum(tmp_path: Path, mnist_dir: Path) -
     data = (mnist_dir / LABELS).read_bytes()
     folder = copy_with(tmp_path, mnist_dir, {LABELS: data[: len(data) // 2]})
     with pytest.raises(DataError, match="corrupt or altered"):
-        build(MNISTConfig(root=str(folder), download=False), make_ctx(tmp_path))
+        build(MNISTConfig(val_size=0, root=str(folder), download=False), make_ctx(tmp_path))
 
 
 def test_truncated_gzip_without_verify(tmp_path: Path, mnist_dir: Path) -> None:
     data = (mnist_dir / LABELS).read_bytes()
     folder = copy_with(tmp_path, mnist_dir, {LABELS: data[: len(data) // 2]})
-    cfg = MNISTConfig(root=str(folder), download=False, verify=False)
+    cfg = MNISTConfig(val_size=0, root=str(folder), download=False, verify=False)
     with pytest.raises(DataError) as info:
         build(cfg, make_ctx(tmp_path))
     message = str(info.value)
@@ -191,7 +191,7 @@ def test_truncated_gzip_without_verify(tmp_path: Path, mnist_dir: Path) -> None:
 def test_swapped_files_are_named(tmp_path: Path, mnist_dir: Path) -> None:
     images = (mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
     folder = copy_with(tmp_path, mnist_dir, {"t10k-labels-idx1-ubyte.gz": images})
-    cfg = MNISTConfig(root=str(folder), download=False, verify=False)
+    cfg = MNISTConfig(val_size=0, root=str(folder), download=False, verify=False)
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz holds shape"):
         build(cfg, make_ctx(tmp_path))
 
@@ -199,7 +199,7 @@ def test_swapped_files_are_named(tmp_path: Path, mnist_dir: Path) -> None:
 def test_files_of_different_lengths(tmp_path: Path, mnist_dir: Path) -> None:
     test_labels = (mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()
     folder = copy_with(tmp_path, mnist_dir, {LABELS: test_labels})
-    cfg = MNISTConfig(root=str(folder), download=False, verify=False)
+    cfg = MNISTConfig(val_size=0, root=str(folder), download=False, verify=False)
     with pytest.raises(DataError, match="60000 samples but 10000 labels"):
         build(cfg, make_ctx(tmp_path))
 

@@ -137,7 +137,7 @@ def test_binning_agrees_with_tonic_toframe(sample_root: Path) -> None:
 def test_build_on_the_sample(
     shared_data: Path, tmp_path: Path, manifest: list[dict[str, str]]
 ) -> None:
-    bundle = build(NMNISTConfig(), context(shared_data, tmp_path))
+    bundle = build(NMNISTConfig(val_size=0), context(shared_data, tmp_path))
     assert bundle.train.x.shape == (1000, 30, 2, 34, 34)
     assert bundle.test.x.shape == (100, 30, 2, 34, 34)
     assert bundle.train.x.dtype == torch.uint8 and bundle.train.y.dtype == torch.int64
@@ -171,7 +171,7 @@ def test_build_on_the_sample(
 def test_build_frames_flatten_as_p_y_x(sample_root: Path, tmp_path: Path) -> None:
     """Spec §6: the MLP's input index is p·1156 + y·34 + x."""
     bundle = build(
-        NMNISTConfig(root=str(sample_root), train_limit=1, test_limit=1, cache=False),
+        NMNISTConfig(val_size=0, root=str(sample_root), train_limit=1, test_limit=1, cache=False),
         context(tmp_path, tmp_path),
     )
     first = list_recordings(sample_root, "train")[0]
@@ -241,8 +241,8 @@ def test_merge_build_equals_sum_of_split_channels(
 ) -> None:
     base = {"root": str(sample_root), "train_limit": 5, "test_limit": 1, "cache": False}
     ctx = context(tmp_path, tmp_path, time_steps=10)
-    split = build(NMNISTConfig(frame_mode="count", **base), ctx)
-    merged = build(NMNISTConfig(frame_mode="count", polarity="merge", **base), ctx)
+    split = build(NMNISTConfig(val_size=0, frame_mode="count", **base), ctx)
+    merged = build(NMNISTConfig(val_size=0, frame_mode="count", polarity="merge", **base), ctx)
     assert merged.meta.in_shape == (1, 34, 34)
     assert torch.equal(
         merged.train.x[:, :, 0], split.train.x.sum(dim=2, dtype=torch.uint8)
@@ -252,15 +252,15 @@ def test_merge_build_equals_sum_of_split_channels(
 def test_denoise_only_removes_events(sample_root: Path, tmp_path: Path) -> None:
     base = {"root": str(sample_root), "train_limit": 3, "test_limit": 1, "cache": False}
     ctx = context(tmp_path, tmp_path)
-    plain = build(NMNISTConfig(frame_mode="count", **base), ctx)
-    clean = build(NMNISTConfig(frame_mode="count", denoise_ms=5.0, **base), ctx)
+    plain = build(NMNISTConfig(val_size=0, frame_mode="count", **base), ctx)
+    clean = build(NMNISTConfig(val_size=0, frame_mode="count", denoise_ms=5.0, **base), ctx)
     assert bool((clean.train.x <= plain.train.x).all())
     assert int(clean.train.x.sum()) < int(plain.train.x.sum())
     assert clean.meta.provenance["denoise_ms"] == "5.0"
 
 
 def test_limits_keep_the_first_mnist_indices(sample_root: Path, tmp_path: Path) -> None:
-    cfg = NMNISTConfig(root=str(sample_root), train_limit=12, test_limit=4, cache=False)
+    cfg = NMNISTConfig(val_size=0, root=str(sample_root), train_limit=12, test_limit=4, cache=False)
     bundle = build(cfg, context(tmp_path, tmp_path, time_steps=2))
     # MNIST labels of training indices 1..12 and test indices 1..4
     assert bundle.train.y.tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5]
@@ -291,12 +291,12 @@ def test_dataset_label() -> None:
 )
 def test_bad_values_name_the_key(tmp_path: Path, override: dict, key: str) -> None:
     with pytest.raises(DataError, match=key.replace(".", r"\.")):
-        build(NMNISTConfig(**override), context(tmp_path, tmp_path))
+        build(NMNISTConfig(val_size=0, **override), context(tmp_path, tmp_path))
 
 
 def test_zero_time_steps_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"stbp\.time_steps=0"):
-        build(NMNISTConfig(), context(tmp_path, tmp_path, time_steps=0))
+        build(NMNISTConfig(val_size=0), context(tmp_path, tmp_path, time_steps=0))
 
 
 @pytest.mark.parametrize(
@@ -316,7 +316,7 @@ def test_corrupt_recording_names_file_and_fix(
     bad = root / "Train" / "2" / "00002.bin"
     bad.write_bytes(payload)
     with pytest.raises(DataError) as info:
-        build(NMNISTConfig(root=str(root), cache=False), context(tmp_path, tmp_path))
+        build(NMNISTConfig(val_size=0, root=str(root), cache=False), context(tmp_path, tmp_path))
     message = str(info.value)
     assert str(bad) in message and reason in message
     assert "Delete it" in message
@@ -326,7 +326,7 @@ def test_offline_message_names_both_places(tmp_path: Path) -> None:
     data_root = tmp_path / "empty"
     data_root.mkdir()
     with pytest.raises(DataError) as info:
-        build(NMNISTConfig(download=False), context(data_root, tmp_path))
+        build(NMNISTConfig(val_size=0, download=False), context(data_root, tmp_path))
     message = str(info.value)
     assert str(data_root / "nmnist") in message
     assert str(data_root / "nmnist-sample") in message
@@ -339,7 +339,7 @@ def test_incomplete_folder_is_refused(tmp_path: Path) -> None:
     root = tmp_path / "nmnist"
     (root / "Train" / "0").mkdir(parents=True)
     with pytest.raises(DataError, match="has no Train/ and Test/"):
-        build(NMNISTConfig(download=False), context(tmp_path, tmp_path))
+        build(NMNISTConfig(val_size=0, download=False), context(tmp_path, tmp_path))
 
 
 def test_empty_split_folder_is_refused(tmp_path: Path) -> None:
@@ -347,7 +347,7 @@ def test_empty_split_folder_is_refused(tmp_path: Path) -> None:
     for path in (root / "Test").rglob("*.bin"):
         path.unlink()
     with pytest.raises(DataError, match=r"Test holds no <digit>/\*\.bin"):
-        build(NMNISTConfig(download=False), context(tmp_path, tmp_path))
+        build(NMNISTConfig(val_size=0, download=False), context(tmp_path, tmp_path))
 
 
 def closed_port_url() -> str:
@@ -366,7 +366,7 @@ def test_failed_download_explains_where_to_put_files(
     data_root = tmp_path / "data"
     data_root.mkdir()
     with pytest.raises(DataError) as info:
-        build(NMNISTConfig(download=True), context(data_root, tmp_path / "cache"))
+        build(NMNISTConfig(val_size=0, download=True), context(data_root, tmp_path / "cache"))
     message = str(info.value)
     assert "downloading it failed" in message and "could not download" in message
     assert f"{data_root / 'nmnist'}/Train/<digit>/*.bin" in message
@@ -397,7 +397,7 @@ def test_download_extracts_verified_archives(tmp_path: Path, http_server) -> Non
     assert len(list(target.glob("Test/*/*.bin"))) == 5
     assert sorted(p.name for p in target.iterdir()) == ["Test", "Train"]
     assert list(downloads.iterdir()) == []  # zips removed after extraction
-    bundle = build(NMNISTConfig(root=str(target)), context(tmp_path, tmp_path, 3))
+    bundle = build(NMNISTConfig(val_size=0, root=str(target)), context(tmp_path, tmp_path, 3))
     assert bundle.train.y.tolist() == [i % 10 for i in range(1, 13)]
 
 
