@@ -29,6 +29,7 @@ from snnrun.data.registry import DATASETS
 from snnrun.models import ARCHS
 from snnrun.models.readout import stbp_loss
 from snnrun.seeding import derive_seed
+from snnrun.snn.fused import disagreement
 from snnrun.snn.lif import LIFParams
 from snnrun.train.loop import LossFn
 
@@ -88,20 +89,29 @@ def lif_params(stbp: DictConfig) -> LIFParams:
         raise ConfigError(
             f"stbp.time_steps={stbp.time_steps}: the number of time steps must be > 0"
         )
+    # every field of the core's own definition, read from the group by name; a key
+    # missing from an older saved config takes the core's default (e.g. backend)
     params = LIFParams(
-        decay=stbp.decay,
-        threshold=stbp.threshold,
-        reset_form=stbp.reset_form,
-        spike_cmp=stbp.spike_cmp,
-        surrogate=stbp.surrogate,
-        surrogate_a=stbp.surrogate_a,
-        detach_reset=stbp.detach_reset,
-        td_grad=stbp.td_grad,
+        **{
+            name: stbp.get(name, default)
+            for name, default in LIFParams._field_defaults.items()
+        }
     )
     try:
         return params.validate()
     except ValueError as error:
         raise ConfigError(str(error)) from error
+
+
+def check_backend(lif: LIFParams, device: torch.device) -> None:
+    """The chosen ``stbp.backend`` must match the reference on this device, now."""
+    problem = disagreement(lif, device, torch.float32)
+    if problem is not None:
+        raise ConfigError(
+            f"stbp.backend={lif.backend} fails its start-up check on {device}: "
+            f"{problem}. Train with stbp.backend=reference (same math, slower) and "
+            "report this"
+        )
 
 
 def check_compile(device: torch.device) -> None:
@@ -222,6 +232,7 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     compile_net = bool(cfg.trainer.get("compile", False))
     if compile_net:
         check_compile(device)
+    check_backend(lif, device)
     data = build_data(cfg)
     model = build_model(cfg, data, lif).to(device)
     if compile_net:

@@ -247,6 +247,4 @@ def split_streams(generators: Iterable[torch.Generator | None], rank: int) -> No
         return
     for generator in generators:
         if generator is not None:
-            generator.manual_seed(
-                derive_seed(generator.initial_seed(), f"rank/{rank}")
-            )
+            generator.manual_seed(derive_seed(generator.initial_seed(), f"rank/{rank}"))

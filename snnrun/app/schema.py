@@ -51,6 +51,7 @@ def _choices(name: str, core: type[Enum]) -> type[Enum]:
 ResetForm = _choices("ResetForm", lif.ResetForm)
 SpikeCmp = _choices("SpikeCmp", lif.SpikeCmp)
 Surrogate = _choices("Surrogate", surrogate.Surrogate)
+Backend = _choices("Backend", lif.Backend)
 
 
 class LossForm(str, Enum):
@@ -93,6 +94,7 @@ class STBPConfig:
     detach_reset: bool = False
     td_grad: bool = True
     loss_form: LossForm = LossForm.paper
+    backend: Backend = Backend.fused
 
 
 @dataclass

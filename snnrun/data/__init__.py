@@ -104,7 +104,9 @@ class ArraySplit:
 
     def take(self, indices: Tensor) -> ArraySplit:
         """The samples at ``indices`` (int64 ``[K]``), in that order."""
-        return ArraySplit(self.x.index_select(0, indices), self.y.index_select(0, indices))
+        return ArraySplit(
+            self.x.index_select(0, indices), self.y.index_select(0, indices)
+        )
 
     def subset(self, limit: int | None) -> ArraySplit:
         """First ``limit`` samples (all when ``limit`` is None)."""

@@ -3,8 +3,10 @@
 Imports torch and the standard library only (design.md §3).
 """
 
+from snnrun.snn.fused import fused_lif_sequence
 from snnrun.snn.layers import LIF, FoldTime, init_stbp_
 from snnrun.snn.lif import (
+    Backend,
     LIFParams,
     LIFState,
     ResetForm,
@@ -16,6 +18,7 @@ from snnrun.snn.surrogate import SURROGATES, Surrogate, choice_name, spike
 
 __all__ = [
     "LIF",
+    "Backend",
     "SURROGATES",
     "FoldTime",
     "LIFParams",
@@ -24,6 +27,7 @@ __all__ = [
     "SpikeCmp",
     "Surrogate",
     "choice_name",
+    "fused_lif_sequence",
     "init_stbp_",
     "lif_sequence",
     "lif_step",

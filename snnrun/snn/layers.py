@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from snnrun.snn.lif import LIFParams, lif_sequence
+from snnrun.snn.fused import fused_lif_sequence
+from snnrun.snn.lif import Backend, LIFParams, lif_sequence
+
+_BACKENDS = {
+    Backend.REFERENCE.value: lif_sequence,
+    Backend.FUSED.value: fused_lif_sequence,
+}
 
 
 class FoldTime(nn.Module):
@@ -38,10 +44,11 @@ class LIF(nn.Module):
     def __init__(self, params: LIFParams) -> None:
         super().__init__()
         self.params = params.validate()
+        self._run = _BACKENDS[self.params.backend]
 
     def forward(self, x_seq: Tensor) -> Tensor:
         """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...]."""
-        return lif_sequence(x_seq, self.params)
+        return self._run(x_seq, self.params)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())

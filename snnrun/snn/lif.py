@@ -33,12 +33,15 @@ from torch import Tensor
 from snnrun.snn.surrogate import SURROGATES, Surrogate, choice_name, spike
 
 __all__ = [
+    "Backend",
     "LIFParams",
     "LIFState",
     "ResetForm",
     "SpikeCmp",
     "Surrogate",
     "choice_name",
+    "leak_reset",
+    "leak_reset_slope",
     "lif_sequence",
     "lif_step",
 ]
@@ -58,6 +61,17 @@ class SpikeCmp(str, Enum):
     GT = "gt"
 
 
+class Backend(str, Enum):
+    """``stbp.backend``: how the recurrence runs (same math, same spikes).
+
+    ``reference``: autograd records every step (``lif_sequence``); ``fused``: one
+    autograd node per layer with the hand-written section-4 backward (``fused.py``).
+    """
+
+    REFERENCE = "reference"
+    FUSED = "fused"
+
+
 class LIFParams(NamedTuple):
     """Neuron hyper-parameters (the ``stbp`` config group).
 
@@ -70,6 +84,8 @@ class LIFParams(NamedTuple):
         surrogate_a: surrogate width a, > 0.
         detach_reset: drop the TD-reset gradient path.
         td_grad: keep the temporal gradient paths (false = spatial-only ablation).
+        backend: "fused" | "reference" (:class:`Backend`); changes speed and
+            memory, not the result.
     """
 
     decay: float = 0.2
@@ -80,6 +96,7 @@ class LIFParams(NamedTuple):
     surrogate_a: float = 1.0
     detach_reset: bool = False
     td_grad: bool = True
+    backend: str = "fused"
 
     def validate(self) -> LIFParams:
         """Check every field; return a copy with plain strings and floats.
@@ -90,10 +107,12 @@ class LIFParams(NamedTuple):
             reset_form=choice_name(self.reset_form),
             spike_cmp=choice_name(self.spike_cmp),
             surrogate=choice_name(self.surrogate),
+            backend=choice_name(self.backend),
         )
         _check_choice("stbp.reset_form", p.reset_form, [m.value for m in ResetForm])
         _check_choice("stbp.spike_cmp", p.spike_cmp, [m.value for m in SpikeCmp])
         _check_choice("stbp.surrogate", p.surrogate, list(SURROGATES))
+        _check_choice("stbp.backend", p.backend, [m.value for m in Backend])
         for key, value in (
             ("stbp.detach_reset", p.detach_reset),
             ("stbp.td_grad", p.td_grad),
@@ -144,11 +163,21 @@ class LIFState(NamedTuple):
     o: Tensor
 
 
-def _leak_reset(o_prev: Tensor, p: LIFParams) -> Tensor:
-    """f(o[t-1]): τ·exp(−o/τ) (``exp``) or τ·(1 − o) (``linear``); not detached."""
+def leak_reset(o_prev: Tensor, p: LIFParams) -> Tensor:
+    """f(o[t-1]): τ·exp(−o/τ) (``exp``) or τ·(1 − o) (``linear``); not detached.
+
+    The one definition of f: the reference step and the fused backend both call it,
+    so their potentials agree bit for bit."""
     if choice_name(p.reset_form) == ResetForm.EXP.value:
         return torch.exp(o_prev * (-1.0 / p.decay)) * p.decay
     return (1.0 - o_prev) * p.decay
+
+
+def leak_reset_slope(o: Tensor, p: LIFParams) -> Tensor:
+    """f'(o) = ∂f/∂o: −exp(−o/τ) (``exp``) or −τ (``linear``), same shape as o."""
+    if choice_name(p.reset_form) == ResetForm.EXP.value:
+        return torch.exp(o * (-1.0 / p.decay)).neg_()
+    return torch.full_like(o, -p.decay)
 
 
 def lif_step(x: Tensor, state: LIFState, p: LIFParams) -> tuple[Tensor, LIFState]:
@@ -165,7 +194,7 @@ def lif_step(x: Tensor, state: LIFState, p: LIFParams) -> tuple[Tensor, LIFState
         u_prev, o_prev = u_prev.detach(), o_prev.detach()
     elif p.detach_reset:
         o_prev = o_prev.detach()
-    u = _leak_reset(o_prev, p) * u_prev + x
+    u = leak_reset(o_prev, p) * u_prev + x
     o = spike(u, p.threshold, p.surrogate, p.surrogate_a, p.spike_cmp)
     return o, LIFState(u, o)
 

@@ -253,7 +253,9 @@ class Trainer:
         whose validation accuracy is a new best (for ``test/acc_at_best_val``)."""
         every = self.settings.test_every
         return (
-            improved or epoch == self.settings.epochs or (every > 0 and epoch % every == 0)
+            improved
+            or epoch == self.settings.epochs
+            or (every > 0 and epoch % every == 0)
         )
 
     def _train_batches(
@@ -400,7 +402,10 @@ class Trainer:
         self.position = Position.from_state(state)
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])
-        if "test_encoder" in state["rng"] and self.test_encoder is not self.eval_encoder:
+        if (
+            "test_encoder" in state["rng"]
+            and self.test_encoder is not self.eval_encoder
+        ):
             self.test_encoder.generator.set_state(state["rng"]["test_encoder"])
 
     def _save(self, kind: str) -> None:

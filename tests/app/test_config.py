@@ -131,3 +131,27 @@ def test_out_of_range_values_fail_before_training(
 
 def test_config_dir_is_the_checkout_conf() -> None:
     assert (Path(CONF) / "train.yaml").is_file()
+
+
+def test_stbp_schema_carries_every_neuron_parameter() -> None:
+    """LIFParams is the one definition: the config group must offer each field."""
+    from dataclasses import fields
+
+    from snnrun.app.schema import STBPConfig
+    from snnrun.snn import LIFParams
+
+    assert set(LIFParams._fields) <= {f.name for f in fields(STBPConfig)}
+    for name, default in LIFParams._field_defaults.items():
+        value = getattr(STBPConfig(), name)
+        assert getattr(value, "value", value) == default, name
+
+
+def test_a_backend_that_disagrees_with_the_reference_stops_the_run(
+    compose_cfg, monkeypatch
+) -> None:
+    import snnrun.snn.fused as fused
+
+    monkeypatch.setattr(fused, "input_gradient", lambda u, g, p, fire, slope: g)
+    with pytest.raises(ConfigError, match="stbp.backend=fused fails its start-up"):
+        build_parts(compose_cfg("debug=fast"))
+    build_parts(compose_cfg("debug=fast", "stbp.backend=reference"))

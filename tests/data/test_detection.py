@@ -137,7 +137,9 @@ def test_synthetic_default_build(tmp_path: Path) -> None:
 def test_synthetic_is_reused_not_regenerated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = DetectionConfig(val_size=0, n_train=SMALL.n_train, n_test=SMALL.n_test, synthetic_seed=3)
+    cfg = DetectionConfig(
+        val_size=0, n_train=SMALL.n_train, n_test=SMALL.n_test, synthetic_seed=3
+    )
     first = build(cfg, context(tmp_path))
 
     def refuse(*args, **kwargs):
@@ -169,7 +171,9 @@ def test_synthetic_refuses_a_foreign_folder(tmp_path: Path) -> None:
 
 
 def test_synthetic_limits_keep_a_mix(tmp_path: Path) -> None:
-    cfg = DetectionConfig(val_size=0, n_train=40, n_test=10, train_limit=12, test_limit=4)
+    cfg = DetectionConfig(
+        val_size=0, n_train=40, n_test=10, train_limit=12, test_limit=4
+    )
     bundle = build(cfg, context(tmp_path))
     assert len(bundle.train) == 12 and len(bundle.test) == 4
     assert 0 < int(bundle.train.y.sum()) < 12
@@ -188,7 +192,9 @@ def test_user_folder_round_trip(tmp_path: Path) -> None:
     npy = root / "train" / CLASS_NAMES[labels[1]] / "00001.pgm"
     npy.unlink()
     np.save(npy.with_suffix(".npy"), images[1])
-    bundle = build(DetectionConfig(val_size=0, source="folder", root=str(root)), context(tmp_path))
+    bundle = build(
+        DetectionConfig(val_size=0, source="folder", root=str(root)), context(tmp_path)
+    )
     for split, (images, labels) in data.items():
         got = getattr(bundle, split)
         assert torch.equal(got.x[:, 0], torch.from_numpy(images))
@@ -212,7 +218,9 @@ def test_user_npz_round_trip(tmp_path: Path) -> None:
         x_test=x_test,
         y_test=y_test,
     )
-    bundle = build(DetectionConfig(val_size=0, source="folder", root=str(root)), context(tmp_path))
+    bundle = build(
+        DetectionConfig(val_size=0, source="folder", root=str(root)), context(tmp_path)
+    )
     assert torch.equal(bundle.train.x[:, 0], torch.from_numpy(x_train))
     assert bundle.test.y.tolist() == [1, 0, 0]
     assert bundle.meta.provenance["layout"] == "npz"

@@ -98,7 +98,9 @@ def test_meta_and_provenance(full: DataBundle, mnist_dir: Path) -> None:
 def test_limits_take_the_first_samples(
     full: DataBundle, shared_data: Path, mnist_dir: Path
 ) -> None:
-    cfg = MNISTConfig(val_size=0, root=str(mnist_dir), train_limit=100, test_limit=20_000)
+    cfg = MNISTConfig(
+        val_size=0, root=str(mnist_dir), train_limit=100, test_limit=20_000
+    )
     small = build(cfg, make_ctx(shared_data / "elsewhere"))  # root overrides
     assert len(small.train) == 100 and len(small.test) == 10_000
     assert torch.equal(small.train.x, full.train.x[:100])
@@ -134,7 +136,9 @@ def test_download_through_mirrors(
 def test_missing_folder_names_root_and_fix(tmp_path: Path) -> None:
     root = tmp_path / "nowhere"
     with pytest.raises(DataError) as info:
-        build(MNISTConfig(val_size=0, root=str(root), download=False), make_ctx(tmp_path))
+        build(
+            MNISTConfig(val_size=0, root=str(root), download=False), make_ctx(tmp_path)
+        )
     assert str(info.value) == (
         f"dataset.root={root} has no train-images-idx3-ubyte.gz; set SNNRUN_DATA "
         "or dataset.root to a folder with the four MNIST IDX files "
@@ -148,7 +152,10 @@ def test_wrong_checksum_is_refused(tmp_path: Path, mnist_dir: Path) -> None:
     altered = gzip.compress(bytes(payload))
     folder = copy_with(tmp_path, mnist_dir, {LABELS: altered})
     with pytest.raises(DataError) as info:
-        build(MNISTConfig(val_size=0, root=str(folder), download=False), make_ctx(tmp_path))
+        build(
+            MNISTConfig(val_size=0, root=str(folder), download=False),
+            make_ctx(tmp_path),
+        )
     message = str(info.value)
     assert f"{folder / LABELS} is corrupt or altered" in message
     assert f"expected {SHA256[LABELS]}" in message
@@ -174,7 +181,10 @@ def test_truncated_gzip_is_caught_by_checksum(tmp_path: Path, mnist_dir: Path) -
     data = (mnist_dir / LABELS).read_bytes()
     folder = copy_with(tmp_path, mnist_dir, {LABELS: data[: len(data) // 2]})
     with pytest.raises(DataError, match="corrupt or altered"):
-        build(MNISTConfig(val_size=0, root=str(folder), download=False), make_ctx(tmp_path))
+        build(
+            MNISTConfig(val_size=0, root=str(folder), download=False),
+            make_ctx(tmp_path),
+        )
 
 
 def test_truncated_gzip_without_verify(tmp_path: Path, mnist_dir: Path) -> None:

@@ -171,7 +171,9 @@ def test_build_on_the_sample(
 def test_build_frames_flatten_as_p_y_x(sample_root: Path, tmp_path: Path) -> None:
     """Spec §6: the MLP's input index is p·1156 + y·34 + x."""
     bundle = build(
-        NMNISTConfig(val_size=0, root=str(sample_root), train_limit=1, test_limit=1, cache=False),
+        NMNISTConfig(
+            val_size=0, root=str(sample_root), train_limit=1, test_limit=1, cache=False
+        ),
         context(tmp_path, tmp_path),
     )
     first = list_recordings(sample_root, "train")[0]
@@ -242,7 +244,9 @@ def test_merge_build_equals_sum_of_split_channels(
     base = {"root": str(sample_root), "train_limit": 5, "test_limit": 1, "cache": False}
     ctx = context(tmp_path, tmp_path, time_steps=10)
     split = build(NMNISTConfig(val_size=0, frame_mode="count", **base), ctx)
-    merged = build(NMNISTConfig(val_size=0, frame_mode="count", polarity="merge", **base), ctx)
+    merged = build(
+        NMNISTConfig(val_size=0, frame_mode="count", polarity="merge", **base), ctx
+    )
     assert merged.meta.in_shape == (1, 34, 34)
     assert torch.equal(
         merged.train.x[:, :, 0], split.train.x.sum(dim=2, dtype=torch.uint8)
@@ -253,14 +257,18 @@ def test_denoise_only_removes_events(sample_root: Path, tmp_path: Path) -> None:
     base = {"root": str(sample_root), "train_limit": 3, "test_limit": 1, "cache": False}
     ctx = context(tmp_path, tmp_path)
     plain = build(NMNISTConfig(val_size=0, frame_mode="count", **base), ctx)
-    clean = build(NMNISTConfig(val_size=0, frame_mode="count", denoise_ms=5.0, **base), ctx)
+    clean = build(
+        NMNISTConfig(val_size=0, frame_mode="count", denoise_ms=5.0, **base), ctx
+    )
     assert bool((clean.train.x <= plain.train.x).all())
     assert int(clean.train.x.sum()) < int(plain.train.x.sum())
     assert clean.meta.provenance["denoise_ms"] == "5.0"
 
 
 def test_limits_keep_the_first_mnist_indices(sample_root: Path, tmp_path: Path) -> None:
-    cfg = NMNISTConfig(val_size=0, root=str(sample_root), train_limit=12, test_limit=4, cache=False)
+    cfg = NMNISTConfig(
+        val_size=0, root=str(sample_root), train_limit=12, test_limit=4, cache=False
+    )
     bundle = build(cfg, context(tmp_path, tmp_path, time_steps=2))
     # MNIST labels of training indices 1..12 and test indices 1..4
     assert bundle.train.y.tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4, 3, 5]
@@ -316,7 +324,10 @@ def test_corrupt_recording_names_file_and_fix(
     bad = root / "Train" / "2" / "00002.bin"
     bad.write_bytes(payload)
     with pytest.raises(DataError) as info:
-        build(NMNISTConfig(val_size=0, root=str(root), cache=False), context(tmp_path, tmp_path))
+        build(
+            NMNISTConfig(val_size=0, root=str(root), cache=False),
+            context(tmp_path, tmp_path),
+        )
     message = str(info.value)
     assert str(bad) in message and reason in message
     assert "Delete it" in message
@@ -366,7 +377,10 @@ def test_failed_download_explains_where_to_put_files(
     data_root = tmp_path / "data"
     data_root.mkdir()
     with pytest.raises(DataError) as info:
-        build(NMNISTConfig(val_size=0, download=True), context(data_root, tmp_path / "cache"))
+        build(
+            NMNISTConfig(val_size=0, download=True),
+            context(data_root, tmp_path / "cache"),
+        )
     message = str(info.value)
     assert "downloading it failed" in message and "could not download" in message
     assert f"{data_root / 'nmnist'}/Train/<digit>/*.bin" in message
@@ -397,7 +411,9 @@ def test_download_extracts_verified_archives(tmp_path: Path, http_server) -> Non
     assert len(list(target.glob("Test/*/*.bin"))) == 5
     assert sorted(p.name for p in target.iterdir()) == ["Test", "Train"]
     assert list(downloads.iterdir()) == []  # zips removed after extraction
-    bundle = build(NMNISTConfig(val_size=0, root=str(target)), context(tmp_path, tmp_path, 3))
+    bundle = build(
+        NMNISTConfig(val_size=0, root=str(target)), context(tmp_path, tmp_path, 3)
+    )
     assert bundle.train.y.tolist() == [i % 10 for i in range(1, 13)]
 
 

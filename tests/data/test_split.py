@@ -48,7 +48,11 @@ def test_train_limit_never_moves_the_validation_samples() -> None:
 def test_mnist_holds_out_5000_training_images(shared_data: Path) -> None:
     ctx = BuildContext(shared_data, shared_data, 4, torch.Generator())
     bundle = build(MNISTConfig(download=False), ctx)
-    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (55_000, 5000, 10_000)
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (
+        55_000,
+        5000,
+        10_000,
+    )
     facts = bundle.meta.provenance
     assert facts["n_val"] == "5000" and facts["val_seed"] == "0"
     assert len(facts["val_indices_sha256"]) == 16

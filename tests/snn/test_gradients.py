@@ -278,7 +278,9 @@ def check_net_gradients(net: torch.nn.Module, x: Tensor) -> None:
 @pytest.mark.parametrize("reset_form", ["exp", "linear"])
 def test_gradcheck_mlp_with_smooth_spike(reset_form: str, monkeypatch) -> None:
     monkeypatch.setattr(lif_module, "spike", smooth_spike)
-    p = LIFParams(decay=DECAY, threshold=THRESHOLD, reset_form=reset_form)
+    p = LIFParams(
+        decay=DECAY, threshold=THRESHOLD, reset_form=reset_form, backend="reference"
+    )
     torch.manual_seed(0)
     net = mlp.build(mlp.MLPConfig(hidden=[4], init="stbp"), (3,), 2, p).double()
     x = (torch.rand(4, 2, 3) < 0.6).double()
@@ -288,7 +290,9 @@ def test_gradcheck_mlp_with_smooth_spike(reset_form: str, monkeypatch) -> None:
 @pytest.mark.parametrize("reset_form", ["exp", "linear"])
 def test_gradcheck_cnn_with_smooth_spike(reset_form: str, monkeypatch) -> None:
     monkeypatch.setattr(lif_module, "spike", smooth_spike)
-    p = LIFParams(decay=DECAY, threshold=THRESHOLD, reset_form=reset_form)
+    p = LIFParams(
+        decay=DECAY, threshold=THRESHOLD, reset_form=reset_form, backend="reference"
+    )
     torch.manual_seed(0)
     net = cnn.build(
         cnn.CNNConfig(spec="2C3-P2-3", init="stbp"), (1, 5, 5), 2, p
@@ -300,7 +304,13 @@ def test_gradcheck_cnn_with_smooth_spike(reset_form: str, monkeypatch) -> None:
 def test_gradcheck_detects_a_broken_reset_path(monkeypatch) -> None:
     """detach_reset drops a true gradient path: gradcheck must notice it."""
     monkeypatch.setattr(lif_module, "spike", smooth_spike)
-    p = LIFParams(decay=DECAY, threshold=THRESHOLD, reset_form="exp", detach_reset=True)
+    p = LIFParams(
+        decay=DECAY,
+        threshold=THRESHOLD,
+        reset_form="exp",
+        detach_reset=True,
+        backend="reference",
+    )
     torch.manual_seed(0)
     net = mlp.build(mlp.MLPConfig(hidden=[4], init="stbp"), (3,), 2, p).double()
     x = (torch.rand(4, 2, 3) < 0.6).double()

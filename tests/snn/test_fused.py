@@ -1,0 +1,159 @@
+"""The fused LIF backend against the reference, over every switch (issue: speed).
+
+Spikes must be bit-identical, input gradients equal up to float rounding, and the
+hand-written section-4 backward must be the exact derivative of the recurrence
+(float64 gradcheck with a smooth spike, where a true derivative exists).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import Tensor
+from torch.autograd.gradcheck import GradcheckError
+
+import snnrun.snn.fused as fused
+from snnrun.models import cnn, mlp
+from snnrun.snn import LIFParams, fused_lif_sequence, lif_sequence
+
+GRID = list(
+    itertools.product(
+        ("exp", "linear"),  # reset_form
+        (True, False),  # td_grad
+        (False, True),  # detach_reset
+        ("h1", "h2", "h3", "h4"),  # surrogate
+        ("ge", "gt"),  # spike_cmp
+    )
+)
+SHAPES = [(1, 4, 6), (5, 1, 6), (7, 3, 2, 4, 4), (30, 13, 9)]  # T=1, B=1, conv, odd
+
+
+def params(
+    reset_form="exp", td_grad=True, detach_reset=False, surrogate="h1", cmp="ge"
+):
+    return LIFParams(
+        decay=0.5,
+        threshold=0.5,
+        reset_form=reset_form,
+        td_grad=td_grad,
+        detach_reset=detach_reset,
+        surrogate=surrogate,
+        surrogate_a=0.8,
+        spike_cmp=cmp,
+    ).validate()
+
+
+def run(fn, x: Tensor, weight: Tensor, p: LIFParams) -> tuple[Tensor, Tensor]:
+    x = x.detach().clone().requires_grad_()
+    spikes = fn(x, p)
+    (grad,) = torch.autograd.grad((spikes * weight).sum(), x)
+    return spikes.detach(), grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("switches", GRID, ids=lambda s: "-".join(map(str, s)))
+def test_same_spikes_and_gradients_as_the_reference(switches, dtype) -> None:
+    p = params(*switches)
+    generator = torch.Generator().manual_seed(hash(switches) % 2**31)
+    for shape in SHAPES:
+        x = torch.randn(shape, generator=generator, dtype=dtype) * 0.9
+        x[0].view(-1)[0] = p.threshold  # an exact tie: ge and gt disagree here
+        weight = torch.randn(shape, generator=generator, dtype=dtype)
+        ref_spikes, ref_grad = run(lif_sequence, x, weight, p)
+        spikes, grad = run(fused_lif_sequence, x, weight, p)
+        assert torch.equal(spikes, ref_spikes), shape
+        assert spikes.any() and not spikes.all()
+        tol = 1e-12 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(grad, ref_grad, rtol=tol, atol=tol)
+
+
+def smooth(u: Tensor) -> Tensor:
+    return torch.sigmoid(4.0 * (u - 0.5))
+
+
+def smooth_slope(u: Tensor) -> Tensor:
+    s = smooth(u)
+    return 4.0 * s * (1.0 - s)
+
+
+def make_smooth_lif(p: LIFParams):
+    """The fused forward and hand-written backward with a differentiable spike."""
+
+    class SmoothFused(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            u = fused.potentials(x, p, smooth)
+            ctx.save_for_backward(u)
+            return smooth(u)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (u,) = ctx.saved_tensors
+            return fused.input_gradient(u, grad, p, smooth, smooth_slope)
+
+    return SmoothFused.apply
+
+
+@pytest.mark.parametrize("reset_form", ["exp", "linear"])
+def test_hand_written_backward_passes_gradcheck(reset_form: str) -> None:
+    p = params(reset_form)
+    x = (torch.randn(6, 2, 3, dtype=torch.float64) * 0.8).requires_grad_()
+    assert torch.autograd.gradcheck(make_smooth_lif(p), (x,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize(
+    "switch", [{"detach_reset": True}, {"td_grad": False}], ids=["detach", "no-td"]
+)
+def test_gradcheck_notices_a_dropped_path(switch: dict) -> None:
+    """Dropping a temporal path is an ablation, not the derivative: gradcheck fails."""
+    p = params(**switch)
+    x = (torch.randn(6, 2, 3, dtype=torch.float64) * 0.8).requires_grad_()
+    with pytest.raises(GradcheckError):
+        torch.autograd.gradcheck(make_smooth_lif(p), (x,), eps=1e-6, atol=1e-8)
+
+
+def test_one_node_saving_only_the_potentials() -> None:
+    x = torch.randn(10, 4, 8, requires_grad=True)
+    spikes = fused_lif_sequence(x, params())
+    assert type(spikes.grad_fn).__name__ == "_FusedLIFBackward"
+    (saved,) = spikes.grad_fn.saved_tensors
+    assert saved.shape == x.shape
+    with torch.no_grad():
+        assert fused_lif_sequence(x, params()).grad_fn is None
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_networks_train_identically_on_either_backend(arch: str) -> None:
+    grads, outputs = [], []
+    for backend in ("reference", "fused"):
+        p = params()._replace(backend=backend)
+        torch.manual_seed(0)
+        if arch == "mlp":
+            net = mlp.build(mlp.MLPConfig(hidden=[12]), (1, 5, 5), 3, p).double()
+        else:
+            spec = "4C3-P2-6"
+            net = cnn.build(cnn.CNNConfig(spec=spec), (1, 6, 6), 3, p).double()
+        torch.manual_seed(1)
+        x = (torch.rand(8, 5, *net.in_shape) < 0.5).double()
+        out = net(x)
+        out.spikes.mean(0).square().sum().backward()
+        outputs.append(out.spikes.detach())
+        grads.append([param.grad for param in net.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    for ref, got in zip(*grads, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+def test_start_up_check_catches_a_broken_backend(monkeypatch) -> None:
+    p = params()
+    assert fused.disagreement(p, torch.device("cpu"), torch.float32) is None
+    assert fused.disagreement(p, torch.device("cpu"), torch.float64) is None
+
+    def spatial_only(u, grad, p, fire, slope):  # a bug: the temporal paths are lost
+        return grad * slope(u)
+
+    monkeypatch.setattr(fused, "input_gradient", spatial_only)
+    problem = fused.disagreement(p, torch.device("cpu"), torch.float32)
+    assert problem is not None and "gradients differ" in problem
