@@ -15,13 +15,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from snnrun import seeding
 from snnrun.app.speed import (
     CompileUnavailableError,
     check_compile_backend,
     compile_model,
     make_adam,
 )
-from snnrun import seeding
 from snnrun.data import ArraySplit, BuildContext, DataBundle
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader

@@ -52,8 +52,8 @@ from snnrun.data.events import (
     decode_nmnist,
 )
 from snnrun.data.nmnist_download import ARCHIVES, download_nmnist
-from snnrun.data.split import plan_train_val
 from snnrun.data.sha256sums import checksum_facts, read_sha256sums, verify_files
+from snnrun.data.split import plan_train_val
 
 NUM_CLASSES = 10
 FULL_COUNTS = {"train": 60_000, "test": 10_000}

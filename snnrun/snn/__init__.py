@@ -18,8 +18,8 @@ from snnrun.snn.surrogate import SURROGATES, Surrogate, choice_name, spike
 
 __all__ = [
     "LIF",
-    "Backend",
     "SURROGATES",
+    "Backend",
     "FoldTime",
     "LIFParams",
     "LIFState",

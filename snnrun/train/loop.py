@@ -357,7 +357,9 @@ class Trainer:
         if self._mid_batch:
             return
         if self._eval_rng is not None:
-            for encoder, state in zip(self._eval_encoders(), self._eval_rng):
+            for encoder, state in zip(
+                self._eval_encoders(), self._eval_rng, strict=True
+            ):
                 encoder.generator.set_state(state)
             self._eval_rng = None
         self._save("last")

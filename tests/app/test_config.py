@@ -152,6 +152,6 @@ def test_a_backend_that_disagrees_with_the_reference_stops_the_run(
     import snnrun.snn.fused as fused
 
     monkeypatch.setattr(fused, "input_gradient", lambda u, g, p, fire, slope: g)
-    with pytest.raises(ConfigError, match="stbp.backend=fused fails its start-up"):
+    with pytest.raises(ConfigError, match=r"stbp\.backend=fused fails its start-up"):
         build_parts(compose_cfg("debug=fast"))
     build_parts(compose_cfg("debug=fast", "stbp.backend=reference"))

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from snnrun.seeding import derive_seed
 from mlflow import MlflowClient
 
 from snnrun.app import distributed
 from snnrun.app.build import build_parts
 from snnrun.app.train import train
+from snnrun.seeding import derive_seed
 from snnrun.train.checkpoint import load_checkpoint
 from snnrun.train.loop import LoopSettings, Trainer
 from snnrun.train.metrics import RunningMetrics

@@ -21,7 +21,7 @@ def test_counts_and_fractions() -> None:
 
 @pytest.mark.parametrize("bad", [-1, 2.5, float("nan"), 60_000, 1e9])
 def test_bad_sizes_are_refused_with_the_key(bad: float) -> None:
-    with pytest.raises(DataError, match="dataset.val_size"):
+    with pytest.raises(DataError, match=r"dataset\.val_size"):
         val_count(60_000, bad)
 
 
