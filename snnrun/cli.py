@@ -17,6 +17,8 @@ commands:
             snnrun train --cfg job     (print the composed config)
   eval    evaluate a checkpoint on the test set:
             snnrun eval outputs/train/<time>/checkpoints/best.pt
+  reproduce  run a paper row over its seeds, PASS/FAIL against its band:
+            snnrun reproduce mnist-mlp [--quick] [--seeds 0,1,2] [overrides]
   compare compare the runs of a sweep (default: the newest) or an experiment:
             snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
 
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from snnrun.app import eval as eval_app
 
         return eval_app.main(rest)
+    if verb == "reproduce":
+        from snnrun.app import reproduce
+
+        return reproduce.main(rest)
     if verb == "compare":
         from snnrun.app import compare
 
