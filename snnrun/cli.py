@@ -19,6 +19,8 @@ commands:
             snnrun eval outputs/train/<time>/checkpoints/best.pt
   reproduce  run a paper row over its seeds, PASS/FAIL against its band:
             snnrun reproduce mnist-mlp [--quick] [--seeds 0,1,2] [overrides]
+  gradcheck  STBP gradient vs an exact one, surrogate window vs threshold:
+            snnrun gradcheck [overrides, as for train]
   compare compare the runs of a sweep (default: the newest) or an experiment:
             snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
 
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from snnrun.app import reproduce
 
         return reproduce.main(rest)
+    if verb == "gradcheck":
+        from snnrun.app import gradcheck
+
+        return gradcheck.main(rest)
     if verb == "compare":
         from snnrun.app import compare
 

@@ -62,6 +62,39 @@ SURROGATES: dict[str, Callable[[Tensor, float], Tensor]] = {
     Surrogate.H4.value: h4_gaussian,
 }
 
+
+def h1_step(delta: Tensor, a: float) -> Tensor:
+    """∫h1: the clipped ramp clamp(δ/a + 1/2, 0, 1)."""
+    return (delta / a + 0.5).clamp(0.0, 1.0)
+
+
+def h2_step(delta: Tensor, a: float) -> Tensor:
+    """∫h2: 1/2 + sign(δ)·(√a/2·|δ| − a/8·δ²) inside |δ| < 2/√a, 0 or 1 outside."""
+    root_a = math.sqrt(a)
+    magnitude = delta.abs().clamp(max=2.0 / root_a)
+    rise = 0.5 * root_a * magnitude - 0.125 * a * magnitude.square()
+    return 0.5 + torch.sign(delta) * rise
+
+
+def h3_step(delta: Tensor, a: float) -> Tensor:
+    """∫h3: sigmoid(δ/a)."""
+    return torch.sigmoid(delta / a)
+
+
+def h4_step(delta: Tensor, a: float) -> Tensor:
+    """∫h4: the normal CDF with variance a."""
+    return 0.5 * (1.0 + torch.erf(delta / math.sqrt(2.0 * a)))
+
+
+SOFT_STEPS: dict[str, Callable[[Tensor, float], Tensor]] = {
+    Surrogate.H1.value: h1_step,
+    Surrogate.H2.value: h2_step,
+    Surrogate.H3.value: h3_step,
+    Surrogate.H4.value: h4_step,
+}
+"""The soft step whose exact derivative is each surrogate: a differentiable spike
+for diagnostics (``snnrun gradcheck``), never used in training."""
+
 # Valid ``stbp.spike_cmp`` values: "ge" (u >= V_th, the paper) and "gt" (u > V_th,
 # the official code). Spelled out here so that surrogate.py does not import lif.py.
 _STRICT_BY_CMP = {"ge": False, "gt": True}

@@ -158,3 +158,26 @@ def test_smooth_surrogates_are_derivatives_of_their_step(name: str, a: float) ->
     torch.testing.assert_close(
         surrogate_grad(delta, 0.0, name, a), finite, atol=1e-8, rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("a", WIDTHS)
+@pytest.mark.parametrize("name", list(PRIMITIVES))
+def test_soft_steps_are_the_primitives_of_the_surrogates(name: str, a: float) -> None:
+    from snnrun.snn.surrogate import SOFT_STEPS
+
+    delta = torch.linspace(-5 * a, 5 * a, 1001, dtype=torch.float64)
+    torch.testing.assert_close(SOFT_STEPS[name](delta, a), PRIMITIVES[name](delta, a))
+
+
+@pytest.mark.parametrize("a", WIDTHS)
+@pytest.mark.parametrize("name", ["h1", "h2", "h3", "h4"])
+def test_each_soft_step_differentiates_to_its_surrogate(name: str, a: float) -> None:
+    from snnrun.snn.surrogate import SOFT_STEPS, SURROGATES
+
+    reach = max(5 * a, 3 / math.sqrt(a))  # past h2's support |δ| < 2/√a
+    delta = torch.linspace(-reach, reach, 1000, dtype=torch.float64)  # no exact kinks
+    delta.requires_grad_()
+    (slope,) = torch.autograd.grad(SOFT_STEPS[name](delta, a).sum(), delta)
+    torch.testing.assert_close(slope, SURROGATES[name](delta.detach(), a))
+    steps = SOFT_STEPS[name](delta.detach(), a)
+    assert steps[0] < 0.01 and steps[-1] > 0.99  # a step from 0 to 1
