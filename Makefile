@@ -19,7 +19,7 @@ endif
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 1099511627776
 
-.PHONY: help install train test test-slow test-all lint format bench sweep mlflow-ui clean
+.PHONY: help install train test test-slow test-all lint format bench peers sweep mlflow-ui clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -56,8 +56,13 @@ format: $(STAMP)  ## ruff format + autofix
 	$(VENV)/bin/ruff format snnrun tests benchmarks
 	$(VENV)/bin/ruff check --fix snnrun tests benchmarks
 
-bench: $(STAMP)  ## throughput benchmarks (tables in benchmarks/results/)
-	$(PY) benchmarks/bench_step.py
+bench: $(STAMP)  ## snnrun vs the peers, same math (benchmarks/results/bench.md)
+	$(SNNRUN) bench $(ARGS)
+
+peers: $(STAMP)  ## install snnTorch, SpikingJelly, Norse for `snnrun bench` (--no-deps)
+	# --no-deps: their declared deps pull torchvision/torchaudio, which replace the CPU torch
+	$(PY) -m pip install --quiet --no-deps snntorch==1.0.0 spikingjelly==2.0.0 norse==1.1.0 nir==1.0.8 nirtorch==2.6
+	$(PY) -m pip install --quiet loguru h5py
 	$(PY) benchmarks/bench_nmnist_cache.py
 
 sweep: $(STAMP)  ## example sweep: decay x seed on a short MNIST run

@@ -21,6 +21,8 @@ commands:
             snnrun reproduce mnist-mlp [--quick] [--seeds 0,1,2] [overrides]
   gradcheck  STBP gradient vs an exact one, surrogate window vs threshold:
             snnrun gradcheck [overrides, as for train]
+  bench   training/eval throughput and memory vs snnTorch, SpikingJelly, Norse:
+            snnrun bench [--configs mlp10,mlp30,cnn10] [--rounds 2]
   compare compare the runs of a sweep (default: the newest) or an experiment:
             snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
 
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         from snnrun.app import gradcheck
 
         return gradcheck.main(rest)
+    if verb == "bench":
+        from snnrun.app import bench
+
+        return bench.main(rest)
     if verb == "compare":
         from snnrun.app import compare
 

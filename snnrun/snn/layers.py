@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from snnrun.snn.fused import fused_lif_sequence
 from snnrun.snn.lif import Backend, LIFParams, lif_sequence
+from snnrun.snn.memory import mark_binary
 
 _BACKENDS = {
     Backend.REFERENCE.value: lif_sequence,
@@ -48,7 +49,7 @@ class LIF(nn.Module):
 
     def forward(self, x_seq: Tensor) -> Tensor:
         """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...]."""
-        return self._run(x_seq, self.params)
+        return mark_binary(self._run(x_seq, self.params))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())

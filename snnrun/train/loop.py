@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from snnrun.models.readout import firing_rate, predict
+from snnrun.snn.memory import compact_spikes
 from snnrun.train.checkpoint import save_checkpoint
 from snnrun.train.hooks import (
     BatchEnd,
@@ -294,7 +295,8 @@ class Trainer:
 
     def _step(self, x: Tensor, y: Tensor) -> tuple[Any, Tensor, Tensor]:
         x, y = self._to_device(x, y)
-        out = self.model(self.train_encoder(x))
+        with compact_spikes():  # spikes kept for backward as uint8 (snn/memory.py)
+            out = self.model(self.train_encoder(x))
         loss = self.loss_fn(firing_rate(out.spikes), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

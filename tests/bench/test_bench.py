@@ -1,0 +1,88 @@
+"""``snnrun bench``: FLOP counts, the same math in every implementation, a real run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from snnrun.bench import flops, nets
+
+
+def test_flop_counts_are_exact() -> None:
+    # MLP 784-800-10: first layer forward + weight grad, second layer all three
+    per_step = 2 * (2 * 784 * 800) + 3 * (2 * 800 * 10)
+    assert flops.train_flops("mlp", 10) == 10 * per_step
+    assert flops.eval_flops("mlp", 1) == 2 * 784 * 800 + 2 * 800 * 10
+    # CNN: a 5x5 conv over 28x28 positions, then over 14x14
+    conv1 = 2 * 25 * 32 * 28 * 28
+    assert flops.train_flops("cnn", 1) > 2 * conv1
+
+
+def importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_every_installed_implementation_computes_the_same_forward(net: str) -> None:
+    """With the same weights and input spikes, every implementation gives the same
+    rates (same LIF, threshold, reset, leak); the peers that are not installed are
+    checked wherever they are."""
+    impls = [*nets.SNNRUN_IMPLS[:2]]
+    impls += [p for p in nets.PEER_IMPLS if importable(p)]
+    torch.manual_seed(0)
+    x = (torch.rand(6, 3, 1, 28, 28) < 0.3).float()
+    reference_layers = nets.weight_layers(net)
+    with torch.no_grad():  # strong enough that every layer fires
+        for layer in reference_layers:
+            layer.weight.mul_(6.0)
+            layer.bias.add_(0.1)
+    outputs = {}
+    for impl in impls:
+        module, forward = nets.build(impl, net)
+        layers = [
+            m
+            for m in module.modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+        ]
+        for mine, ref in zip(layers, reference_layers, strict=True):
+            mine.load_state_dict(ref.state_dict())
+        with torch.no_grad():
+            outputs[impl] = forward(x)
+    first = outputs[impls[0]]
+    assert 0 < first.mean() < 1
+    for impl, rates in outputs.items():
+        torch.testing.assert_close(rates, first, msg=impl, atol=1e-6, rtol=0)
+
+
+@pytest.mark.slow
+def test_bench_writes_its_tables(run_cli, tmp_path: Path) -> None:
+    done = run_cli(
+        "bench",
+        "--configs",
+        "mlp10",
+        "--impls",
+        "snnrun-reference,snnrun-fused",
+        "--rounds",
+        "1",
+        "--seconds",
+        "0.3",
+        "--out",
+        str(tmp_path),
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads((tmp_path / "bench.json").read_text())
+    row = data["summary"]["mlp10"]["snnrun-fused"]
+    assert row["train_samples_per_s"] > 0 and 0 < row["roofline_share"] < 1
+    assert (
+        row["activation_mb"]
+        < data["summary"]["mlp10"]["snnrun-reference"]["activation_mb"]
+    )
+    assert "| snnrun-fused |" in (tmp_path / "bench.md").read_text()
