@@ -48,20 +48,42 @@ def surrogate_slope(p: LIFParams) -> Slope:
     return lambda u: h(u - p.threshold, p.surrogate_a)
 
 
-def potentials(x_seq: Tensor, p: LIFParams, fire: Fire) -> Tensor:
+def potentials(x_seq: Tensor, p: LIFParams, fire: Fire | None = None) -> Tensor:
     """Run the recurrence without a graph: input ``[T, B, ...]`` → u ``[T, B, ...]``.
 
     u[0] = x[0] (the zero initial state contributes nothing), then
-    u[t] = f(o[t-1])·u[t-1] + x[t].
+    u[t] = f(o[t-1])·u[t-1] + x[t], with o = g(u) of ``p`` (``fire=None``) or
+    ``fire(u)`` (any spike function, e.g. a smooth one in tests).
     """
     with torch.no_grad():
         u_seq = torch.empty_like(x_seq)
         u_seq[0] = x_seq[0]
         scratch = torch.empty_like(x_seq[0])
+        if fire is None:
+            _binary_steps(x_seq, u_seq, p, scratch)
+            return u_seq
         for t in range(1, x_seq.shape[0]):
             torch.mul(leak_reset(fire(u_seq[t - 1]), p), u_seq[t - 1], out=scratch)
             torch.add(scratch, x_seq[t], out=u_seq[t])
     return u_seq
+
+
+def _binary_steps(x_seq: Tensor, u_seq: Tensor, p: LIFParams, scratch: Tensor) -> None:
+    """Steps 1..T-1 for a binary spike. f takes two values, f(0) and f(1): both are
+    computed once by ``lif.leak_reset`` itself, element for element on a step-sized
+    tensor (same kernel, same rounding as the reference), and every step selects
+    between them: four operations a step instead of seven, same bits."""
+    if x_seq.shape[0] == 1:
+        return
+    f_fired = leak_reset(torch.ones_like(scratch), p)
+    f_quiet = leak_reset(torch.zeros_like(scratch), p)
+    compare = torch.gt if p.spike_cmp == "gt" else torch.ge
+    fired = torch.empty_like(scratch, dtype=torch.bool)
+    for t in range(1, x_seq.shape[0]):
+        compare(u_seq[t - 1], p.threshold, out=fired)
+        torch.where(fired, f_fired, f_quiet, out=scratch)
+        scratch.mul_(u_seq[t - 1])
+        torch.add(scratch, x_seq[t], out=u_seq[t])
 
 
 def input_gradient(
@@ -86,11 +108,10 @@ class _FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
-        fire = firing(p)
-        u_seq = potentials(x_seq, p, fire)
+        u_seq = potentials(x_seq, p)
         ctx.save_for_backward(u_seq)
         ctx.params = p
-        return fire(u_seq)
+        return firing(p)(u_seq)
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
@@ -113,8 +134,7 @@ def fused_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
     if x_seq.shape[0] == 0:
         raise ValueError(f"x_seq has shape {list(x_seq.shape)}: no time steps (T = 0)")
     if not x_seq.requires_grad:  # evaluation: no node, nothing saved
-        fire = firing(p)
-        return fire(potentials(x_seq, p, fire))
+        return firing(p)(potentials(x_seq, p))
     return _FusedLIF.apply(x_seq.contiguous(), p)
 
 
