@@ -31,7 +31,9 @@ from snnrun.models.readout import stbp_loss
 from snnrun.seeding import derive_seed
 from snnrun.snn.fused import disagreement
 from snnrun.snn.lif import LIFParams
+from snnrun.train import memory_plan
 from snnrun.train.loop import LossFn
+from snnrun.train.memory_plan import MemoryPlan
 
 
 class ConfigError(ValueError):
@@ -257,6 +259,34 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     )
     loaders = _make_loaders(cfg, data, rank, world_size)
     return Parts(data, model, optimizer, scheduler, loss_fn, encoders, loaders, device)
+
+
+def check_memory(parts: Parts, cfg: DictConfig) -> MemoryPlan:
+    """Profile one forward of the first training batch; stop before training when
+    the estimated peak does not fit the device, naming the largest batch that does.
+
+    Uses its own encoder stream, so the run's random draws are untouched."""
+    x, _ = next(iter(parts.loaders.train.iter_from(0)))
+    generator = seeded_generator(cfg.seed, "probe/memory", parts.device)
+    encoder = make_encoder(parts.data.meta.encoding, cfg.stbp.time_steps, generator)
+    estimate = memory_plan.plan(parts.model, encoder(x.to(parts.device)), parts.device)
+    if not estimate.fits():
+        largest = estimate.largest_batch()
+        advice = (
+            f"trainer.batch_size={largest} fits (or lower stbp.time_steps)"
+            if largest > 0
+            else "no batch size fits: lower stbp.time_steps or use a smaller network"
+        )
+        raise ConfigError(
+            f"this run needs about {estimate.peak() / memory_plan.GIB:.2f} GiB on "
+            f"{parts.device} (batch {estimate.batch}: "
+            f"{estimate.activation_bytes / memory_plan.GIB:.2f} GiB kept for backward, "
+            f"{estimate.fixed_bytes / memory_plan.GIB:.2f} GiB of parameters and "
+            f"optimiser state) but only "
+            f"{estimate.available_bytes / memory_plan.GIB:.2f} GiB is free: {advice}; "
+            "trainer.memory_check=false skips this check"
+        )
+    return estimate
 
 
 def _make_loaders(

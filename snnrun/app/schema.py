@@ -135,6 +135,10 @@ class TrainerConfig:
     ``test_every``: evaluate the test split (``test/*``, reported, never selected on)
     every N epochs; 0: only after the last epoch and after each epoch whose
     validation accuracy is a new best (that gives ``test/acc_at_best_val``).
+
+    ``memory_check``: before training, estimate the peak memory from one profiled
+    forward and stop with the largest batch that fits if it does not
+    (``snnrun/train/memory_plan.py``).
     """
 
     epochs: int = 5
@@ -144,6 +148,7 @@ class TrainerConfig:
     max_eval_batches: Optional[int] = None
     eval_repeats: int = 1
     test_every: int = 1
+    memory_check: bool = True
     checkpoint: bool = True
     progress: ProgressMode = ProgressMode.auto
     log_every: int = 100

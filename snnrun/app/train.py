@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from snnrun.app import distributed
-from snnrun.app.build import Parts, build_parts
+from snnrun.app.build import Parts, build_parts, check_memory
 from snnrun.app.guard import RunGuard, fail, is_user_error
 from snnrun.app.resume import ResumePoint, find_resume_point
 from snnrun.app.schema import config_dir, register_configs
@@ -106,6 +106,8 @@ def train(
     ) as guard:
         _configure_process(plan.cfg, rank)
         parts = build_parts(plan.cfg, rank.rank, rank.world_size)
+        if plan.cfg.trainer.get("memory_check", True):
+            _log_memory(check_memory(parts, plan.cfg))
         hooks, run_id = _start_hooks(plan, parts.data.meta, rank, guard)
         trainer = _make_trainer(plan, parts, hooks, run_id, rank)
         if plan.point is not None:
@@ -243,6 +245,19 @@ def _restore(trainer: Trainer, point: ResumePoint) -> None:
         point.run_dir,
         trainer.position.epoch,
         trainer.position.batch,
+    )
+
+
+def _log_memory(estimate) -> None:
+    log.info(
+        "memory: about %.2f GiB a training step (%.0f MiB kept for backward at "
+        "batch %d), %s free",
+        estimate.peak() / 2**30,
+        estimate.activation_bytes / 2**20,
+        estimate.batch,
+        "unknown"
+        if estimate.available_bytes is None
+        else f"{estimate.available_bytes / 2**30:.1f} GiB",
     )
 
 

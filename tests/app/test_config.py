@@ -155,3 +155,34 @@ def test_a_backend_that_disagrees_with_the_reference_stops_the_run(
     with pytest.raises(ConfigError, match=r"stbp\.backend=fused fails its start-up"):
         build_parts(compose_cfg("debug=fast"))
     build_parts(compose_cfg("debug=fast", "stbp.backend=reference"))
+
+
+def test_a_run_that_would_not_fit_stops_with_the_batch_that_does(
+    compose_cfg, monkeypatch
+) -> None:
+    from snnrun.app.build import check_memory
+    from snnrun.train import memory_plan
+
+    cfg = compose_cfg("debug=fast", "trainer.batch_size=32")
+    parts = build_parts(cfg)
+    estimate = check_memory(parts, cfg)  # fits on this machine
+    assert estimate.activation_bytes > 0 and estimate.fits()
+    # what the device has: room for the parameters and about 10 samples
+    per_sample = memory_plan.BACKWARD_FACTOR * estimate.activation_bytes / 32
+    free = estimate.fixed_bytes + int(10.5 * per_sample)
+    monkeypatch.setattr(memory_plan, "available_bytes", lambda device: free)
+    with pytest.raises(ConfigError, match=r"trainer\.batch_size=10 fits"):
+        check_memory(parts, cfg)
+
+
+def test_activation_bytes_grow_with_batch_and_time(compose_cfg) -> None:
+    from snnrun.app.build import check_memory
+
+    sizes = {}
+    for batch, steps in ((16, 4), (32, 4), (32, 8)):
+        cfg = compose_cfg(
+            "debug=fast", f"trainer.batch_size={batch}", f"stbp.time_steps={steps}"
+        )
+        sizes[batch, steps] = check_memory(build_parts(cfg), cfg).activation_bytes
+    assert sizes[32, 4] == pytest.approx(2 * sizes[16, 4], rel=0.05)
+    assert sizes[32, 8] == pytest.approx(2 * sizes[32, 4], rel=0.05)
