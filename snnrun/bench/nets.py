@@ -19,11 +19,12 @@ from torch import Tensor, nn
 DECAY, THRESHOLD = 0.2, 0.5
 NETS = ("mlp", "cnn")
 CNN_SPEC = "32C5-P2-64C5-P2-1024"
-SNNRUN_IMPLS = ("snnrun-reference", "snnrun-fused", "snnrun-compiled")
+SNNRUN_IMPLS = ("snnrun-reference", "snnrun-fused", "snnrun-native", "snnrun-compiled")
 PEER_IMPLS = ("spikingjelly", "snntorch", "norse")
 NOTES = {
     "snnrun-reference": "snnrun, stbp.backend=reference: autograd through every step",
     "snnrun-fused": "snnrun default, stbp.backend=fused: one autograd node per layer",
+    "snnrun-native": "snnrun, stbp.backend=native: the fused recurrence as a C++ loop",
     "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true (inductor)",
     "spikingjelly": "SpikingJelly 2.0 multi-step LIFNode(tau=1.25, decay_input=False, "
     "v_reset=0, surrogate Rect), layer.* step_mode='m', torch backend",
@@ -66,7 +67,7 @@ def _snnrun(impl: str, net: str) -> tuple[nn.Module, Forward]:
     from snnrun.models import cnn, mlp
     from snnrun.snn import LIFParams
 
-    backend = "fused" if impl == "snnrun-fused" else "reference"
+    backend = {"snnrun-fused": "fused", "snnrun-native": "native"}.get(impl, "reference")
     p = LIFParams(DECAY, THRESHOLD, "linear", backend=backend)
     if net == "mlp":
         model = mlp.build(

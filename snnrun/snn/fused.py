@@ -153,7 +153,9 @@ def disagreement(p: LIFParams, device: torch.device, dtype: torch.dtype) -> str 
     x = (x * p.threshold * 1.5).to(device, dtype).requires_grad_()
     weight = weight.to(device, dtype)
     results = []
-    for run in (lif_sequence, fused_lif_sequence):
+    from snnrun.snn.backends import BACKENDS  # backends.py imports this module
+
+    for run in (lif_sequence, BACKENDS[p.backend]):
         spikes = run(x, p)
         (grad,) = torch.autograd.grad((spikes * weight).sum(), x)
         results.append((spikes.detach(), grad))

@@ -11,14 +11,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from snnrun.snn.fused import fused_lif_sequence
-from snnrun.snn.lif import Backend, LIFParams, lif_sequence
+from snnrun.snn.backends import BACKENDS
+from snnrun.snn.lif import LIFParams
 from snnrun.snn.memory import mark_binary
-
-_BACKENDS = {
-    Backend.REFERENCE.value: lif_sequence,
-    Backend.FUSED.value: fused_lif_sequence,
-}
 
 
 class FoldTime(nn.Module):
@@ -45,7 +40,7 @@ class LIF(nn.Module):
     def __init__(self, params: LIFParams) -> None:
         super().__init__()
         self.params = params.validate()
-        self._run = _BACKENDS[self.params.backend]
+        self._run = BACKENDS[self.params.backend]
 
     def forward(self, x_seq: Tensor) -> Tensor:
         """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...]."""

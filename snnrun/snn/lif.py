@@ -65,11 +65,13 @@ class Backend(str, Enum):
     """``stbp.backend``: how the recurrence runs (same math, same spikes).
 
     ``reference``: autograd records every step (``lif_sequence``); ``fused``: one
-    autograd node per layer with the hand-written section-4 backward (``fused.py``).
+    autograd node per layer with the hand-written section-4 backward (``fused.py``);
+    ``native``: the same as a compiled C++ loop on the CPU (``native.py``).
     """
 
     REFERENCE = "reference"
     FUSED = "fused"
+    NATIVE = "native"
 
 
 class LIFParams(NamedTuple):

@@ -16,7 +16,8 @@ from torch.autograd.gradcheck import GradcheckError
 
 import snnrun.snn.fused as fused
 from snnrun.models import cnn, mlp
-from snnrun.snn import LIFParams, fused_lif_sequence, lif_sequence
+from snnrun.snn import LIFParams, fused_lif_sequence, lif_sequence, native
+from snnrun.snn.backends import BACKENDS
 
 GRID = list(
     itertools.product(
@@ -52,9 +53,13 @@ def run(fn, x: Tensor, weight: Tensor, p: LIFParams) -> tuple[Tensor, Tensor]:
     return spikes.detach(), grad
 
 
+@pytest.mark.parametrize("backend", ["fused", "native"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("switches", GRID, ids=lambda s: "-".join(map(str, s)))
-def test_same_spikes_and_gradients_as_the_reference(switches, dtype) -> None:
+def test_same_spikes_and_gradients_as_the_reference(switches, dtype, backend) -> None:
+    if backend == "native":
+        assert native.available(), "the C++ kernel must build here (g++, ninja)"
+    run_backend = BACKENDS[backend]
     p = params(*switches)
     generator = torch.Generator().manual_seed(hash(switches) % 2**31)
     for shape in SHAPES:
@@ -62,7 +67,7 @@ def test_same_spikes_and_gradients_as_the_reference(switches, dtype) -> None:
         x[0].view(-1)[0] = p.threshold  # an exact tie: ge and gt disagree here
         weight = torch.randn(shape, generator=generator, dtype=dtype)
         ref_spikes, ref_grad = run(lif_sequence, x, weight, p)
-        spikes, grad = run(fused_lif_sequence, x, weight, p)
+        spikes, grad = run(run_backend, x, weight, p)
         assert torch.equal(spikes, ref_spikes), shape
         assert spikes.any() and not spikes.all()
         tol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -125,9 +130,9 @@ def test_one_node_saving_only_the_potentials() -> None:
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_networks_train_identically_on_either_backend(arch: str) -> None:
+def test_networks_train_identically_on_every_backend(arch: str) -> None:
     grads, outputs = [], []
-    for backend in ("reference", "fused"):
+    for backend in ("reference", "fused", "native"):
         p = params()._replace(backend=backend)
         torch.manual_seed(0)
         if arch == "mlp":
@@ -141,13 +146,16 @@ def test_networks_train_identically_on_either_backend(arch: str) -> None:
         out.spikes.mean(0).square().sum().backward()
         outputs.append(out.spikes.detach())
         grads.append([param.grad for param in net.parameters()])
-    assert torch.equal(outputs[0], outputs[1])
-    for ref, got in zip(*grads, strict=True):
-        torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for index in (1, 2):
+        assert torch.equal(outputs[0], outputs[index])
+        for ref, got in zip(grads[0], grads[index], strict=True):
+            torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
 
 
 def test_start_up_check_catches_a_broken_backend(monkeypatch) -> None:
     p = params()
+    native_p = p._replace(backend="native")
+    assert fused.disagreement(native_p, torch.device("cpu"), torch.float32) is None
     assert fused.disagreement(p, torch.device("cpu"), torch.float32) is None
     assert fused.disagreement(p, torch.device("cpu"), torch.float64) is None
 

@@ -1,0 +1,102 @@
+"""``stbp.backend=native``: the fused backend's recurrence as a compiled C++ loop.
+
+``native_lif.cpp`` runs each layer's forward and section-4 backward as one loop over
+T per chunk of neurons (CPU, float32/float64), with the same arithmetic as
+``fused.py``: bit-identical spikes, gradients equal to rounding. It is compiled with
+the system's C++ compiler on first use (``torch.utils.cpp_extension``, cached under
+``TORCH_EXTENSIONS_DIR``, about a minute once); :func:`available` says whether that
+worked, and the runner falls back to ``fused`` with a warning when it did not.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("native_lif.cpp")
+_KINDS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4}
+
+
+@functools.cache
+def _module() -> ModuleType | None:
+    try:
+        from torch.utils.cpp_extension import load
+
+        return load(
+            name="snnrun_native_lif",
+            sources=[str(SOURCE)],
+            extra_cflags=["-O3", "-ffp-contract=off"],
+            verbose=False,
+        )
+    except Exception as error:  # no compiler, no ninja, a build error
+        log.warning("the native LIF kernel could not be built (%s)", error)
+        return None
+
+
+def available() -> bool:
+    """Whether the C++ kernel is (or can be) built here."""
+    return _module() is not None
+
+
+def _constants(p: LIFParams, like: Tensor) -> tuple[Tensor, ...]:
+    """f(1), f(0), f'(1), f'(0) per neuron, computed by the core's own functions."""
+    ones, zeros = torch.ones_like(like), torch.zeros_like(like)
+    return (
+        leak_reset(ones, p),
+        leak_reset(zeros, p),
+        leak_reset_slope(ones, p),
+        leak_reset_slope(zeros, p),
+    )
+
+
+class _NativeLIF(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x_seq: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
+        flat = x_seq.reshape(x_seq.shape[0], -1).contiguous()
+        consts = _constants(p, flat[0])
+        strict = p.spike_cmp == "gt"
+        u = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
+        ctx.save_for_backward(u, *consts)
+        ctx.params, ctx.shape = p, x_seq.shape
+        compare = torch.gt if strict else torch.ge
+        return compare(u, p.threshold).to(u.dtype).view(x_seq.shape)
+
+    @staticmethod
+    def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
+        u, f1, f0, d1, d0 = ctx.saved_tensors
+        p = ctx.params
+        go = grad_spikes.reshape(u.shape).contiguous()
+        grad = _module().backward(
+            u,
+            go,
+            f1,
+            f0,
+            d1,
+            d0,
+            p.threshold,
+            p.spike_cmp == "gt",
+            _KINDS[p.surrogate],
+            p.surrogate_a,
+            p.td_grad,
+            p.detach_reset,
+        )
+        return grad.view(ctx.shape), None
+
+
+def native_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
+    """Drop-in for ``lif_sequence`` on the CPU: ``[T, B, ...]`` → spikes."""
+    if x_seq.shape[0] == 0:
+        raise ValueError(f"x_seq has shape {list(x_seq.shape)}: no time steps (T = 0)")
+    if x_seq.device.type != "cpu" or _module() is None:
+        from snnrun.snn.fused import fused_lif_sequence
+
+        return fused_lif_sequence(x_seq, p)
+    return _NativeLIF.apply(x_seq, p)
