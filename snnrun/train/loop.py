@@ -253,7 +253,9 @@ class Trainer:
         whose validation accuracy is a new best (for ``test/acc_at_best_val``)."""
         every = self.settings.test_every
         return (
-            improved or epoch == self.settings.epochs or (every > 0 and epoch % every == 0)
+            improved
+            or epoch == self.settings.epochs
+            or (every > 0 and epoch % every == 0)
         )
 
     def _train_batches(
@@ -355,7 +357,9 @@ class Trainer:
         if self._mid_batch:
             return
         if self._eval_rng is not None:
-            for encoder, state in zip(self._eval_encoders(), self._eval_rng):
+            for encoder, state in zip(
+                self._eval_encoders(), self._eval_rng, strict=False
+            ):
                 encoder.generator.set_state(state)
             self._eval_rng = None
         self._save("last")
@@ -394,13 +398,19 @@ class Trainer:
             **self.extra_state,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs)."""
-        load_module_states(state, self.net, self.optimizer, self.scheduler)
+    def load_state_dict(
+        self, state: dict[str, Any], source: object = "the checkpoint"
+    ) -> None:
+        """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs);
+        ``source`` (the file) is named when the weights do not fit the network."""
+        load_module_states(state, self.net, self.optimizer, self.scheduler, source)
         self.position = Position.from_state(state)
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])
-        if "test_encoder" in state["rng"] and self.test_encoder is not self.eval_encoder:
+        if (
+            "test_encoder" in state["rng"]
+            and self.test_encoder is not self.eval_encoder
+        ):
             self.test_encoder.generator.set_state(state["rng"]["test_encoder"])
 
     def _save(self, kind: str) -> None:
