@@ -32,8 +32,15 @@ def main(argv: list[str]) -> int:
     """List (and with ``--clean`` close) the stale runs; exit 2 on a bad store."""
     args = parse(argv)
     from snnrun.track.stale import describe, mark_killed, stale_runs
-    from snnrun.track.store import TrackingError, check_store
+    from snnrun.track.store import TrackingError, check_store, sqlite_path
 
+    db = sqlite_path(args.tracking_uri)
+    if db is not None and not db.is_file():  # do not create an empty store
+        sys.stderr.write(
+            f"snnrun runs: error: there is no MLflow store at {db}; pass the store "
+            "of your runs with --tracking-uri sqlite:///<outputs>/mlflow.db\n"
+        )
+        return EXIT_USER_ERROR
     try:
         check_store(args.tracking_uri)
         runs = stale_runs(args.tracking_uri)

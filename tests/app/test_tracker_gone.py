@@ -249,3 +249,17 @@ def test_sigkilled_run_is_reported_and_cleaned(
         r.info.status for r in client.search_runs([experiment.experiment_id])
     )
     assert statuses == ["FINISHED", "KILLED"]  # the live, finished run is untouched
+
+
+def test_runs_without_a_store_creates_none(tmp_path: Path, shared_data: Path) -> None:
+    db = tmp_path / "nowhere" / "mlflow.db"
+    result = snnrun(
+        "runs",
+        "--tracking-uri",
+        f"sqlite:///{db}",
+        shared_data=shared_data,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout
+    assert f"there is no MLflow store at {db}" in result.stdout
+    assert "Traceback" not in result.stdout and not db.exists()
