@@ -227,7 +227,8 @@ def test_nmnist_parameter_change_makes_a_new_entry(
 ) -> None:
     base = {"train_limit": 20, "test_limit": 5}
     build(
-        NMNISTConfig(val_size=0, **base), BuildContext(shared_data, tmp_path, 8, torch.Generator())
+        NMNISTConfig(val_size=0, **base),
+        BuildContext(shared_data, tmp_path, 8, torch.Generator()),
     )
     ctx = BuildContext(shared_data, tmp_path, time_steps, torch.Generator())
     changed = build(NMNISTConfig(val_size=0, **{**base, **override}), ctx)
