@@ -25,14 +25,36 @@ commands:
             snnrun bench [--configs mlp10,mlp30,cnn10] [--rounds 2]
   compare compare the runs of a sweep (default: the newest) or an experiment:
             snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
+  sync    send what a run kept on disk while its MLflow server was away:
+            snnrun sync outputs/train/<time>
+  runs    list runs left RUNNING by a killed process; --clean marks them KILLED:
+            snnrun runs [--clean] [--tracking-uri URI]
 
 Runs are tracked in outputs/mlflow.db: `make mlflow-ui` to browse and compare them.
 """
 
 
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch to the verb's app; returns the exit status."""
-    args = sys.argv[1:] if argv is None else argv
+    """Dispatch to the verb's app; returns the exit status.
+
+    Ctrl-C before a run's own guard is in place (imports, config composition: the
+    first seconds) ends with one line and status 130 instead of a traceback.
+    """
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        sys.stderr.write(
+            "snnrun: interrupted during start-up, before training began; nothing was "
+            "run or saved. Run the command again to start.\n"
+        )
+        return EXIT_INTERRUPTED
+
+
+def _dispatch(args: list[str]) -> int:
+    """Run the verb named by ``args[0]`` with the rest of ``args``."""
     if not args or args[0] in ("-h", "--help", "help"):
         sys.stdout.write(USAGE)
         return 0
@@ -71,5 +93,13 @@ def main(argv: list[str] | None = None) -> int:
         from snnrun.app import compare
 
         return compare.main(rest)
+    if verb == "sync":
+        from snnrun.app import sync
+
+        return sync.main(rest)
+    if verb == "runs":
+        from snnrun.app import runs
+
+        return runs.main(rest)
     sys.stderr.write(f"snnrun: unknown command '{verb}'\n\n{USAGE}")
     return 2

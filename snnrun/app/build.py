@@ -74,6 +74,11 @@ def resolve_device(name: str) -> torch.device:
         ) from error
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but CUDA is not available: use device=cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(
+            f"device={name} but MPS (Apple-silicon GPU) is not available on this "
+            "machine: use device=cpu or device=auto"
+        )
     return device
 
 
@@ -124,8 +129,19 @@ def check_compile(device: torch.device) -> None:
         raise ConfigError(str(error)) from error
 
 
+def check_threads(cfg: DictConfig) -> None:
+    """``trainer.num_threads``: null (torch's default) or a positive count."""
+    threads = cfg.trainer.num_threads
+    if threads is not None and threads < 1:
+        raise ConfigError(
+            f"trainer.num_threads={threads} must be a positive number of CPU threads, "
+            "or null for torch's default (one per core)"
+        )
+
+
 def check_trainer(cfg: DictConfig) -> None:
     """Ranges of the loop and optimiser settings."""
+    check_threads(cfg)
     positive = {
         "trainer.epochs": cfg.trainer.epochs,
         "trainer.batch_size": cfg.trainer.batch_size,

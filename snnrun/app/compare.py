@@ -254,11 +254,28 @@ def main(argv: list[str]) -> int:
         store = RunStore(args.tracking_uri)
         comparison = Comparison.of(store.resolve(args.target))
         _print(comparison)
+        _report_stale(args.tracking_uri)
         _export(comparison, args, store)
     except QueryError as error:
         sys.stderr.write(f"snnrun compare: error: {error}\n")
         return 2
     return 0
+
+
+def _report_stale(tracking_uri: str) -> None:
+    """Name the runs left RUNNING by a process that is gone (``snnrun runs``)."""
+    from snnrun.track.stale import describe, stale_runs
+
+    try:
+        runs = stale_runs(tracking_uri)
+    except Exception:  # a note only; the comparison is already printed
+        return
+    if runs:
+        sys.stderr.write(
+            f"note: {len(runs)} run(s) are marked RUNNING but their process on this "
+            f"host is gone: {', '.join(describe(r) for r in runs)}; mark them KILLED "
+            f"with: snnrun runs --clean --tracking-uri {tracking_uri}\n"
+        )
 
 
 def _print(comparison: Comparison) -> None:

@@ -1,4 +1,6 @@
-"""``snnrun eval CHECKPOINT``: test-set accuracy of a saved network.
+"""``snnrun eval CHECKPOINT | RUN_FOLDER``: test-set accuracy of a saved network.
+
+A run folder stands for its ``checkpoints/best.pt`` (else ``checkpoints/last.pt``).
 
 The checkpoint carries its resolved config, so the same data, encoding and model are
 rebuilt without any override; only the device, batch size and number of stochastic
@@ -14,13 +16,17 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from snnrun.app.build import build_parts
-from snnrun.train.checkpoint import load_checkpoint
+from snnrun.train.checkpoint import CheckpointError, load_checkpoint, load_weights
 from snnrun.train.loop import LoopSettings, Trainer
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="snnrun eval", description=__doc__)
-    parser.add_argument("checkpoint", type=Path, help="a best.pt or last.pt file")
+    parser.add_argument(
+        "checkpoint",
+        type=Path,
+        help="a best.pt or last.pt file, or a run folder (its best.pt, else last.pt)",
+    )
     parser.add_argument(
         "--device", default=None, help="auto, cpu, cuda (default: as trained)"
     )
@@ -39,6 +45,7 @@ def main(argv: list[str]) -> int:
     """Evaluate; prints accuracy and loss. Exit 2 on a bad checkpoint or data."""
     args = parse(argv)
     try:
+        args.checkpoint = checkpoint_file(args.checkpoint)
         state = load_checkpoint(args.checkpoint)
         cfg = OmegaConf.create(state["config"])
         if args.device:
@@ -58,7 +65,7 @@ def main(argv: list[str]) -> int:
             parts.device,
             settings=LoopSettings(epochs=1, eval_repeats=args.repeats),
         )
-        parts.model.load_state_dict(state["model"])
+        load_weights(parts.model, state["model"], args.checkpoint)
         metrics = trainer.evaluate(parts.loaders.test, "test")
     except Exception as error:
         if not type(error).__module__.startswith("snnrun."):
@@ -72,3 +79,21 @@ def main(argv: list[str]) -> int:
         f"test/loss  {metrics['test/loss']:.5f}\n"
     )
     return 0
+
+
+def checkpoint_file(target: Path) -> Path:
+    """``target`` itself, or for a run folder its best.pt (else last.pt).
+
+    Raises:
+        CheckpointError: a folder without either checkpoint.
+    """
+    if not target.is_dir():
+        return target
+    for folder in (target / "checkpoints", target):
+        for name in ("best.pt", "last.pt"):
+            if (folder / name).is_file():
+                return folder / name
+    raise CheckpointError(
+        f"{target} is a folder without checkpoints/best.pt or checkpoints/last.pt; "
+        "pass a run folder of `snnrun train` (outputs/train/<time>) or a .pt file"
+    )

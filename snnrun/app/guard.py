@@ -92,11 +92,7 @@ class RunGuard:
             log.info("run folder: %s", self.run_dir)
             return False
         if isinstance(exc, KeyboardInterrupt):
-            _fail(
-                f"interrupted; checkpoint and logs in {self.run_dir}. "
-                f"Resume with: {self.resume_hint}",
-                EXIT_INTERRUPTED,
-            )
+            _fail(self._interrupted_message(), EXIT_INTERRUPTED)
         if isinstance(exc, Exception) and is_user_error(exc):
             log.debug("details", exc_info=exc)
             message = f"{exc}\n(run folder: {self.run_dir})"
@@ -108,6 +104,19 @@ class RunGuard:
             "unexpected error; the traceback follows (run folder: %s)", self.run_dir
         )
         return False
+
+    def _interrupted_message(self) -> str:
+        """How to continue: resume when a checkpoint exists, else start again."""
+        if (self.run_dir / "checkpoints" / "last.pt").is_file():
+            return (
+                f"interrupted; checkpoint and logs in {self.run_dir}. "
+                f"Resume with: {self.resume_hint}"
+            )
+        return (
+            "interrupted before the first checkpoint was written, so there is nothing "
+            f"to resume; logs in {self.run_dir}. Start the run again with the same "
+            "command"
+        )
 
 
 def _status(exc: BaseException | None) -> str:

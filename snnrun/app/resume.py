@@ -4,18 +4,22 @@ Resuming continues the *same* run: the same folder, the same MLflow run, and the
 config saved in the checkpoint (so the remaining epochs match an uninterrupted run).
 ``resume=<run folder>`` (or an MLflow run id, or ``auto``) continues from the run's
 ``checkpoints/last.pt``; ``resume=<checkpoint file>`` from that very file (e.g.
-``best.pt``), which must sit in ``<run folder>/checkpoints/``.
+``best.pt``), which must sit in ``<run folder>/checkpoints/``. ``resume=auto`` takes
+the newest run under ``paths.output_root`` that has not finished all its epochs.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from snnrun.train.checkpoint import load_checkpoint
+from snnrun.train.checkpoint import CheckpointError, load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class ResumeError(RuntimeError):
@@ -31,14 +35,22 @@ class ResumePoint:
     state: dict[str, Any]
     run_id: str | None
     overrides: list[str]  # the original command's overrides (run name, tags)
+    checkpoint: Path | None = None  # the file the state was loaded from
 
 
 def find_resume_point(cfg: DictConfig) -> ResumePoint:
     """Resolve ``cfg.resume`` to a checkpoint and load it (weights only, no code)."""
+    if str(cfg.resume) == "auto":
+        return _newest_unfinished(Path(cfg.paths.output_root))
     run_dir, last = _checkpoint_of(cfg, str(cfg.resume))
+    return _point(str(cfg.resume), run_dir, last)
+
+
+def _point(target: str, run_dir: Path, last: Path) -> ResumePoint:
+    """Load ``last`` of ``run_dir``; ResumeError if it is missing or finished."""
     if not last.is_file():
         raise ResumeError(
-            f"resume={cfg.resume}: {last} does not exist; that run saved no checkpoint "
+            f"resume={target}: {last} does not exist; that run saved no checkpoint "
             "(it stopped before its first epoch ended, or ran with trainer.checkpoint=false)"
         )
     state = load_checkpoint(last)
@@ -46,7 +58,7 @@ def find_resume_point(cfg: DictConfig) -> ResumePoint:
     config.resume = None
     if int(state["epoch"]) > int(config.trainer.epochs):
         raise ResumeError(
-            f"resume={cfg.resume}: that run already finished all "
+            f"resume={target}: that run already finished all "
             f"{config.trainer.epochs} epochs; nothing to resume"
         )
     return ResumePoint(
@@ -55,6 +67,7 @@ def find_resume_point(cfg: DictConfig) -> ResumePoint:
         state,
         state.get("run_id") or None,
         _original_overrides(state, run_dir),
+        last,
     )
 
 
@@ -75,8 +88,6 @@ def _checkpoint_of(cfg: DictConfig, target: str) -> tuple[Path, Path]:
 
 
 def _run_dir(cfg: DictConfig, target: str) -> Path:
-    if target == "auto":
-        return _newest_run(Path(cfg.paths.output_root))
     path = Path(target).expanduser()
     if path.is_dir():
         return path.resolve()
@@ -95,13 +106,46 @@ def _original_overrides(state: dict[str, Any], run_dir: Path) -> list[str]:
     return []
 
 
-def _newest_run(output_root: Path) -> Path:
+def _newest_unfinished(output_root: Path) -> ResumePoint:
+    """The newest run under ``output_root`` (by its ``last.pt``) with epochs left.
+
+    Finished runs and unreadable checkpoints are passed over and named, so the user
+    sees which runs were considered.
+    """
     candidates = sorted(
-        output_root.glob("**/checkpoints/last.pt"), key=lambda p: p.stat().st_mtime
+        output_root.glob("**/checkpoints/last.pt"),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
     )
     if not candidates:
         raise ResumeError(f"resume=auto: no checkpoints under {output_root}")
-    return candidates[-1].parents[1]
+    passed: list[str] = []
+    for last in candidates:
+        run_dir = last.parents[1]
+        try:
+            point = _point("auto", run_dir, last)
+        except (ResumeError, CheckpointError) as error:
+            passed.append(f"{run_dir} ({_why_not(error)})")
+            continue
+        if passed:
+            log.warning(
+                "resume=auto: resuming %s, the newest unfinished run; passed over: %s",
+                run_dir,
+                "; ".join(passed),
+            )
+        return point
+    raise ResumeError(
+        f"resume=auto: no unfinished run under {output_root}; considered: "
+        f"{'; '.join(passed)}. Start a new run, or name one with resume=<run folder>"
+    )
+
+
+def _why_not(error: Exception) -> str:
+    """A short reason why resume=auto passed over a run."""
+    text = str(error)
+    if "already finished" in text:
+        return "finished"
+    return f"unreadable checkpoint: {text.split(';')[0]}"
 
 
 def _run_dir_of_mlflow_run(cfg: DictConfig, run_id: str) -> Path:

@@ -113,13 +113,23 @@ class OptimConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where runs are tracked. ``experiment`` None → the dataset's name."""
+    """Where runs are tracked. ``experiment`` None → the dataset's name.
+
+    ``http_*`` bound every call to a tracking server (MLflow's
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES`` / ``_BACKOFF_FACTOR``, set for
+    the process from these): a server that disappears costs seconds, not MLflow's
+    default of minutes per call, and the run goes on with its records kept in the run
+    folder (``snnrun sync``).
+    """
 
     name: LoggerName = LoggerName.mlflow
     tracking_uri: str = "sqlite:///${paths.output_root}/mlflow.db"
     experiment: Optional[str] = None
     run_name: Optional[str] = None
     log_checkpoints: bool = True
+    http_timeout_s: int = 10
+    http_retries: int = 2
+    http_backoff: int = 1
 
 
 @dataclass

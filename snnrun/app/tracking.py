@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -108,6 +109,17 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def bound_http_calls(logger: DictConfig) -> None:
+    """Set MLflow's HTTP timeout, retries and back-off for this process from
+    ``logger.http_*`` (MLflow reads them on every request)."""
+    for key, value in {
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": max(1, int(logger.http_timeout_s)),
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": max(0, int(logger.http_retries)),
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": max(0, int(logger.http_backoff)),
+    }.items():
+        os.environ[key] = str(value)
+
+
 def make_tracker(
     cfg: DictConfig,
     meta: DataMeta,
@@ -122,8 +134,12 @@ def make_tracker(
         return None
     from snnrun.track.mlflow import MLflowHook, check_store
     from snnrun.track.query import CONFIG_HASH_TAG
+    from snnrun.track.spool import spool_path
+    from snnrun.track.stale import process_tags, report_stale
 
+    bound_http_calls(cfg.logger)
     check_store(cfg.logger.tracking_uri)
+    report_stale(cfg.logger.tracking_uri)
     config = resolved(cfg)
     params = config_params(config)
     params.update({f"data.{k}": v for k, v in meta.provenance.items()})
@@ -135,6 +151,7 @@ def make_tracker(
         **dict(cfg.tags),
         CONFIG_HASH_TAG: config_hash(cfg),
         **(sweep.tags if sweep else {}),
+        **process_tags(),
     }
     commit = git_commit()
     if commit:
@@ -152,6 +169,7 @@ def make_tracker(
         run_id=resume_run_id,
         parent_run_id=sweep.parent_run_id if sweep else None,
         log_checkpoints=cfg.logger.log_checkpoints,
+        spool=spool_path(run_dir),
     )
 
 

@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from snnrun.app import distributed
-from snnrun.app.build import Parts, build_parts, check_memory
+from snnrun.app.build import Parts, build_parts, check_memory, check_threads
 from snnrun.app.guard import RunGuard, fail, is_user_error
 from snnrun.app.resume import ResumePoint, find_resume_point
 from snnrun.app.schema import config_dir, register_configs
@@ -162,6 +162,7 @@ def _resume_hint(plan: RunPlan) -> str:
 
 def _configure_process(cfg: DictConfig, rank: distributed.RankInfo) -> None:
     """Threads, the world-size tag, and (rank 0) the config tree on the terminal."""
+    check_threads(cfg)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if rank.is_distributed:  # a tag in MLflow: trainer.batch_size is per rank
@@ -239,7 +240,7 @@ def _make_trainer(
 
 def _restore(trainer: Trainer, point: ResumePoint) -> None:
     """Weights, optimiser, position and generators as the checkpoint saved them."""
-    trainer.load_state_dict(point.state)
+    trainer.load_state_dict(point.state, point.checkpoint or point.run_dir)
     log.info(
         "resumed %s at epoch %d, batch %d",
         point.run_dir,

@@ -62,6 +62,8 @@ def load_or_build(
     key: str,
     split: str,
     build_fn: Callable[[], ArraySplit],
+    sample_shape: tuple[int, ...] | None = None,
+    count: int | None = None,
 ) -> ArraySplit:
     """Return the split stored under ``key``, or build, store and return it.
 
@@ -71,6 +73,9 @@ def load_or_build(
         key: ``cache_key(...)`` of everything the split depends on.
         split: file stem, e.g. ``"train"`` → ``<cache_dir>/<key>/train.pt``.
         build_fn: makes the split when the cache misses; called at most once.
+        sample_shape: the shape of one sample (``x[i]``); an entry of another shape
+            (right key, wrong contents) is rebuilt like a corrupt one.
+        count: the number of samples; an entry with another count is rebuilt.
 
     Returns:
         The split, loaded or freshly built. A cache that cannot be written (read-only
@@ -80,7 +85,7 @@ def load_or_build(
         return build_fn()
     path = Path(cache_dir) / key / f"{split}.pt"
     if path.is_file():
-        cached = _load(path, key)
+        cached = _load(path, key, sample_shape, count)
         if cached is not None:
             log.info("cache hit: %s", path)
             return cached
@@ -89,11 +94,17 @@ def load_or_build(
     return split_data
 
 
-def _load(path: Path, key: str) -> ArraySplit | None:
+def _load(
+    path: Path,
+    key: str,
+    sample_shape: tuple[int, ...] | None = None,
+    count: int | None = None,
+) -> ArraySplit | None:
     """The cached split, or None (with a warning) when the file is unusable."""
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
         _check_payload(payload, key)
+        _check_shape(payload["x"], sample_shape, count)
         return ArraySplit(payload["x"], payload["y"])
     # Anything can come out of a damaged file (zip, pickle, shape errors): rebuild.
     except Exception as err:
@@ -115,6 +126,18 @@ def _check_payload(payload: object, key: str) -> None:
         raise ValueError("x or y is not a tensor")
     if y.dtype != torch.int64 or y.dim() != 1 or x.shape[:1] != y.shape:
         raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} do not fit")
+
+
+def _check_shape(
+    x: torch.Tensor, sample_shape: tuple[int, ...] | None, count: int | None
+) -> None:
+    """Raise ValueError unless ``x`` holds ``count`` samples of ``sample_shape``."""
+    if sample_shape is not None and tuple(x.shape[1:]) != tuple(sample_shape):
+        raise ValueError(
+            f"samples of shape {tuple(x.shape[1:])}, expected {tuple(sample_shape)}"
+        )
+    if count is not None and x.shape[0] != count:
+        raise ValueError(f"{x.shape[0]} samples, expected {count}")
 
 
 def _store(path: Path, key: str, split_data: ArraySplit) -> None:

@@ -26,6 +26,7 @@ Sample order: by file name (the MNIST index), then digit, i.e. MNIST order, so
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ from snnrun.data.events import (
 from snnrun.data.nmnist_download import ARCHIVES, download_nmnist
 from snnrun.data.sha256sums import checksum_facts, read_sha256sums, verify_files
 from snnrun.data.split import plan_train_val
+
+log = logging.getLogger(__name__)
 
 NUM_CLASSES = 10
 FULL_COUNTS = {"train": 60_000, "test": 10_000}
@@ -139,12 +142,22 @@ def build(cfg: NMNISTConfig, ctx: BuildContext) -> DataBundle:
     key = cache_key(params, files_hash)
     cache_dir = Path(ctx.cache_root) / "nmnist" if cfg.cache else None
     sums = read_sha256sums(root)
+    if sums is None:
+        log.warning(
+            "%s has no SHA256SUMS: the recordings' contents are not checked (only "
+            "their names and sizes, which key the frame cache); a file altered in "
+            "place goes unnoticed. Put a SHA256SUMS file there (sha256sum "
+            "Train/*/*.bin Test/*/*.bin > SHA256SUMS) to check them",
+            root,
+        )
     splits = {
         split: load_or_build(  # files are read (and checked) only on a cache miss
             cache_dir,
             key,
             split,
             lambda rs=recs: _bin_checked(root, rs, sums, params),
+            sample_shape=(ctx.time_steps, _channels(cfg.polarity), *NMNIST_SENSOR_HW),
+            count=len(recs),
         )
         for split, recs in used.items()
     }

@@ -12,6 +12,7 @@ keeps the first N of the remaining samples, in their stored order.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor
 
 from snnrun.data import SHORT_HASH, DataError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,26 @@ def plan_train_val(
     keep[val] = False
     train = keep.nonzero().flatten()
     if train_limit is not None:
+        warn_limit(
+            "dataset.train_limit", train_limit, len(train), "after the validation split"
+        )
         train = train[:train_limit]
     return TrainValPlan(train, val, indices_digest(val))
+
+
+def warn_limit(key: str, limit: int, available: int, where: str = "") -> None:
+    """Warn when a ``*_limit`` asks for more samples than there are: it then has no
+    effect, which is easy to miss (a typo of one zero too many)."""
+    if limit > available:
+        log.warning(
+            "%s=%d is larger than the %d samples available%s: using all %d; lower "
+            "it or set it to null",
+            key,
+            limit,
+            available,
+            f" {where}" if where else "",
+            available,
+        )
 
 
 def indices_digest(indices: Tensor) -> str:

@@ -8,6 +8,14 @@ The hook talks to the store through its own :class:`mlflow.MlflowClient`: no
 ``mlflow.set_tracking_uri`` and no fluent active run, because the jobs of a Hydra
 multirun share one process and must not see each other's runs. Where the store lives
 and whether it can be written is ``store.py``'s concern (re-exported here).
+
+Training never waits on the tracker: when the store stops answering mid-run (a
+tracking server killed, a network gone), the hook says so once and from then on
+appends metrics, checkpoint uploads and the final status to the run folder's
+``mlflow-pending.jsonl`` (``spool.py``); they are sent when the run ends if the store
+is back, when the run is resumed, or by ``snnrun sync <run folder>``. How long one
+call may take is bounded by ``logger.http_*`` (``app/tracking.py`` sets MLflow's
+``MLFLOW_HTTP_REQUEST_*`` variables from them).
 """
 
 from __future__ import annotations
@@ -17,9 +25,9 @@ import math
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
@@ -31,6 +39,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from snnrun.track import spool
 from snnrun.track.store import (
     TrackingError,
     artifact_location,
@@ -128,6 +137,8 @@ class MLflowHook(Hook):
         run_id: continue this existing run instead of creating one (resume).
         parent_run_id: nest the new run under a sweep's parent run.
         log_checkpoints: upload every checkpoint under ``checkpoints/``.
+        spool: the run folder's pending-records file; with it, a store that stops
+            answering mid-run is written around instead of failing the run.
     """
 
     def __init__(
@@ -142,7 +153,10 @@ class MLflowHook(Hook):
         run_id: str | None = None,
         parent_run_id: str | None = None,
         log_checkpoints: bool = True,
+        spool: Path | None = None,
     ) -> None:
+        self._spool = spool
+        self._offline = False
         self._tracking_uri = tracking_uri
         self._experiment = experiment
         self._run_name = run_name
@@ -174,6 +188,8 @@ class MLflowHook(Hook):
         """
         if self._run_id is not None:
             return self._run_id
+        if self._resume_run_id is not None:
+            self._replay_pending()  # before counting the epochs the run holds
         if self._resume_run_id is None:
             self._run_id = self._create_run()
             logged_params: dict[str, str] = {}
@@ -201,9 +217,16 @@ class MLflowHook(Hook):
         if status not in TERMINAL_STATUSES:
             log.error("unknown run status %r; marking the MLflow run FAILED", status)
             status = "FAILED"
+        if self._offline:
+            self._finish_offline(status)
+            return
         try:
             retry_locked(self._client.set_terminated, self._run_id, status=status)
-        except Exception:  # never mask the original error; a later call may retry
+        except Exception as exc:  # never mask the original error
+            if self._spool is not None:  # the store went away: keep the status
+                self._go_offline(exc)
+                self._finish_offline(status)
+                return
             log.exception("could not mark MLflow run %s as %s", self._run_id, status)
             return
         self._ended = True
@@ -227,17 +250,107 @@ class MLflowHook(Hook):
             log.info("epoch %d is already logged on the MLflow run", event.epoch)
             return
         peak = peak_rss_mb()
-        extra = {PEAK_RSS_KEY: peak} if peak is not None else {}
-        self._log_metrics({**event.metrics, **extra}, step=event.epoch)
+        metrics = {**event.metrics, **({} if peak is None else {PEAK_RSS_KEY: peak})}
+        finite = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+        record = {"kind": "metrics", "step": event.epoch, "metrics": finite}
+        self._guarded(lambda: self._log_metrics(metrics, step=event.epoch), record)
         self._logged_through = event.epoch
 
     def on_checkpoint(self, event: CheckpointSaved) -> None:
         """Upload the checkpoint under ``checkpoints/`` (same name overwrites)."""
         if self._log_checkpoints:
             run_id = self._active_run_id()
-            retry_locked(
-                self._client.log_artifact, run_id, str(event.path), "checkpoints"
+            record = {
+                "kind": "artifact",
+                "path": str(Path(event.path).absolute()),
+                "artifact_path": "checkpoints",
+            }
+            self._guarded(
+                lambda: retry_locked(
+                    self._client.log_artifact, run_id, str(event.path), "checkpoints"
+                ),
+                record,
             )
+
+    # --- a store that stops answering -------------------------------------------------
+
+    def _guarded(self, send: Callable[[], object], record: dict[str, Any]) -> None:
+        """``send()``; if the store fails (or failed before), keep ``record`` in the
+        spool instead. Without a spool the error propagates."""
+        if not self._offline:
+            try:
+                send()
+                return
+            except TrackingError:
+                raise
+            except Exception as exc:  # any store failure: training must go on
+                if self._spool is None:
+                    raise
+                self._go_offline(exc)
+        self._keep(record)
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        """Append ``record`` (tagged with the store and the run) to the spool."""
+        assert self._spool is not None
+        spool.append(
+            self._spool,
+            {
+                **record,
+                "tracking_uri": self._tracking_uri,
+                "run_id": self._run_id,
+                "timestamp": _now_ms(),
+            },
+        )
+
+    def _go_offline(self, exc: Exception) -> None:
+        """Say once, clearly, that tracking goes on in the run folder."""
+        self._offline = True
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc) else ""
+        log.warning(
+            "the MLflow store %s stopped answering (%s: %s). Training goes on without "
+            "it: this run's metrics, checkpoint uploads and status are kept in %s and "
+            "sent when the run ends if the store is back, when the run is resumed, "
+            "or with: snnrun sync %s",
+            self._tracking_uri,
+            type(exc).__name__,
+            reason,
+            self._spool,
+            self._spool.parent if self._spool else "<run folder>",
+        )
+
+    def _finish_offline(self, status: str) -> None:
+        """Keep the final status; then try once to send everything kept."""
+        self._keep({"kind": "status", "status": status, "end_time": _now_ms()})
+        self._ended = True
+        assert self._spool is not None
+        try:
+            result = spool.replay(self._spool)
+        except spool.SpoolError as exc:
+            log.warning("%s", exc)
+            return
+        log.info(
+            "the MLflow store answers again: sent %d epochs of metrics, %d "
+            "checkpoints and the status %s of run %s",
+            result.steps,
+            result.artifacts,
+            result.status,
+            self._run_id,
+        )
+
+    def _replay_pending(self) -> None:
+        """Send what an earlier attempt of this run kept on disk (resume)."""
+        if self._spool is None or not spool.read(self._spool):
+            return
+        try:
+            result = spool.replay(self._spool)
+        except spool.SpoolError as exc:
+            log.warning("%s", exc)
+            return
+        log.info(
+            "sent %d epochs of metrics kept in %s while the store was away",
+            result.steps,
+            self._spool,
+        )
 
     def on_fit_end(self, event: FitEnd) -> None:
         """Set the final status (the metrics were logged at each epoch's end)."""

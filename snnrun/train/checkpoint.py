@@ -4,10 +4,15 @@ A checkpoint is a plain dict of tensors, numbers and strings so it loads with
 ``torch.load(weights_only=True)`` (no code from a file runs). It holds all that exact
 resume needs: model, optimiser and scheduler state, the position (epoch, batch), the
 best accuracy so far, every generator's state and the tracking run id.
+
+Every checkpoint carries a SHA-256 over its contents (each tensor's dtype, shape and
+bytes, every other value's repr), checked on every load: a flipped byte inside a
+tensor, which torch would load without complaint, is refused with a clear error.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -18,7 +23,8 @@ from typing import IO, Any
 import torch
 
 FORMAT = "snnrun-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: a "sha256" entry over the contents (version 1 files have none)
+CHECKSUM_KEY = "sha256"
 
 
 class CheckpointError(RuntimeError):
@@ -31,6 +37,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     A failure (disk full, no permission) leaves any previous file at ``path`` intact.
     """
     payload = {"format": FORMAT, "version": VERSION, **state}
+    payload[CHECKSUM_KEY] = state_checksum(payload)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
@@ -57,8 +64,9 @@ def _write_error(path: Path, error: OSError) -> CheckpointError:
     """The message for a checkpoint that could not be written."""
     return CheckpointError(
         f"could not write checkpoint {path}: {error.strerror or error}. The previous "
-        "checkpoint (if any) is intact; free disk space or set paths.output_root "
-        "to a writable folder, then resume"
+        f"checkpoint (if any) is intact; free disk space or make {path.parent} "
+        "writable, then resume (a resumed run writes into its own folder, whatever "
+        "paths.output_root says)"
     )
 
 
@@ -110,7 +118,82 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"{path} has checkpoint format {state['version']}, newer than this snnrun "
             f"understands ({VERSION}); upgrade snnrun"
         )
+    _verify(path, state)
     return state
+
+
+def state_checksum(state: dict[str, Any]) -> str:
+    """SHA-256 (hex) over everything in ``state`` except its own checksum entry.
+
+    Tensors contribute their dtype, shape and raw bytes (on the CPU, so the device a
+    checkpoint is loaded onto does not matter); other values their type and repr.
+    """
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in state.items() if k != CHECKSUM_KEY})
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Add ``value`` (nested dicts, lists, tuples, tensors, scalars) to ``digest``."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.detach().cpu().contiguous()
+        digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{type(value).__name__}:{value!r};".encode())
+
+
+def _verify(path: Path, state: dict[str, Any]) -> None:
+    """Raise CheckpointError unless the stored checksum matches the contents."""
+    if state.get("version", 0) < 2:
+        return  # written before checksums existed
+    stored = state.get(CHECKSUM_KEY)
+    actual = state_checksum(state)
+    if stored != actual:
+        raise CheckpointError(
+            f"checkpoint {path} failed its integrity check: its contents hash to "
+            f"SHA-256 {actual[:16]}…, but it was saved as {str(stored)[:16]}… (the "
+            "file was altered or damaged after it was written); use the other "
+            "checkpoint of that run (last.pt / best.pt) or start afresh"
+        )
+
+
+def load_weights(
+    net: torch.nn.Module, weights: dict[str, Any], source: object = "the checkpoint"
+) -> None:
+    """``net.load_state_dict(weights)``; a mismatch raises CheckpointError naming the
+    layers and shapes instead of torch's traceback."""
+    expected = net.state_dict()
+    problems = [
+        f"{name}: checkpoint {tuple(weights[name].shape)}, network "
+        f"{tuple(tensor.shape)}"
+        for name, tensor in expected.items()
+        if name in weights
+        and isinstance(weights[name], torch.Tensor)
+        and weights[name].shape != tensor.shape
+    ]
+    missing = sorted(set(expected) - set(weights))
+    extra = sorted(set(weights) - set(expected))
+    if missing:
+        problems.append(f"missing in the checkpoint: {', '.join(missing)}")
+    if extra:
+        problems.append(f"not in the network: {', '.join(extra)}")
+    if problems:
+        raise CheckpointError(
+            f"the weights in {source} do not fit the architecture built from its "
+            f"config ({'; '.join(problems)}); pass a checkpoint written by `snnrun "
+            "train` for this network, unchanged"
+        )
+    net.load_state_dict(weights)
 
 
 class _ErrorKeepingWriter:

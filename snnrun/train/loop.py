@@ -400,9 +400,12 @@ class Trainer:
             **self.extra_state,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs)."""
-        load_module_states(state, self.net, self.optimizer, self.scheduler)
+    def load_state_dict(
+        self, state: dict[str, Any], source: object = "the checkpoint"
+    ) -> None:
+        """Restore what :meth:`state_dict` saved (weights, optimiser, position, RNGs);
+        ``source`` (the file) is named when the weights do not fit the network."""
+        load_module_states(state, self.net, self.optimizer, self.scheduler, source)
         self.position = Position.from_state(state)
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])

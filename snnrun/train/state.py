@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from snnrun.train.checkpoint import load_weights
 from snnrun.train.metrics import RunningMetrics
 
 Scheduler = torch.optim.lr_scheduler.LRScheduler
@@ -87,9 +88,11 @@ def load_module_states(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Scheduler | None,
+    source: object = "the checkpoint",
 ) -> None:
-    """Restore what :func:`module_states` saved."""
-    net.load_state_dict(state["model"])
+    """Restore what :func:`module_states` saved; weights that do not fit ``net``
+    raise CheckpointError naming ``source``, the layers and their shapes."""
+    load_weights(net, state["model"], source)
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])

@@ -260,3 +260,27 @@ def test_nmnist_corrupt_cache_is_rebuilt(
         again = build(cfg, ctx)
     assert_same(good.train, again.train)
     assert any("rebuilding" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("bad", ["shape", "count"])
+def test_nmnist_cache_entry_of_the_wrong_shape_is_rebuilt(
+    shared_data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, bad: str
+) -> None:
+    """Right key, wrong contents (a half-written or hand-edited entry): rebuilt."""
+    ctx = BuildContext(shared_data, tmp_path, 4, torch.Generator())
+    cfg = NMNISTConfig(val_size=0, train_limit=6, test_limit=2)
+    good = build(cfg, ctx)
+    (entry,) = (tmp_path / "nmnist").iterdir()
+    payload = torch.load(entry / "train.pt", weights_only=True)
+    if bad == "shape":  # frames of another T: what a training run would choke on
+        payload["x"] = payload["x"][:, :2].clone()
+    else:  # fewer samples than the key's file list names
+        payload["x"], payload["y"] = payload["x"][:3].clone(), payload["y"][:3].clone()
+    torch.save(payload, entry / "train.pt")
+    with caplog.at_level(logging.WARNING, logger="snnrun.data.cache"):
+        again = build(cfg, ctx)
+    assert_same(good.train, again.train)
+    assert any(
+        "rebuilding" in r.message and "expected" in r.message for r in caplog.records
+    )
+    assert_same(good.train, build(cfg, ctx).train)  # the rebuilt entry is good

@@ -314,3 +314,65 @@ def test_artifact_location_sits_next_to_the_sqlite_db() -> None:
     assert relative == (Path.cwd() / "outputs/mlartifacts/mnist").as_uri()
     assert artifact_location("sqlite://", "mnist") is None
     assert artifact_location("http://localhost:5000", "mnist") is None
+
+
+# --- a store that goes away mid-run (issue 11) ---------------------------------------
+
+
+def dead_http_store() -> str:
+    """The URI of a port on 127.0.0.1 where nothing listens (connection refused)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_store_gone_mid_run_keeps_records_then_replays_them(
+    store: str,
+    experiment: str,
+    client: MlflowClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from snnrun.track import spool
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    pending = tmp_path / "run" / spool.SPOOL_NAME
+    hook = make_hook(store, experiment, spool=pending, log_checkpoints=True)
+    run_epochs(hook, range(1, 2), total=3)
+    # The hook's store stops answering: a real client of a port nobody listens on.
+    hook._client = MlflowClient(tracking_uri=dead_http_store())
+    checkpoint = tmp_path / "run" / "last.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"weights")
+    with caplog.at_level("WARNING", logger="snnrun.track.mlflow"):
+        for epoch in (2, 3):
+            hook.on_epoch_end(EpochEnd(epoch, {"val/acc": epoch / 10}))
+            hook.on_checkpoint(CheckpointSaved(epoch, checkpoint, "last"))
+    warnings = [r for r in caplog.records if "stopped answering" in r.message]
+    assert len(warnings) == 1 and str(pending) in warnings[0].message
+    kept = spool.read(pending)
+    assert [r["step"] for r in kept if r["kind"] == "metrics"] == [2, 3]
+    assert client.get_run(hook.run_id).info.status == "RUNNING"
+
+    # At the end the records (naming the sqlite store, which answers) are sent.
+    hook.on_fit_end(FitEnd("FINISHED"))
+    run = client.get_run(hook.run_id)
+    assert run.info.status == "FINISHED"
+    assert [s for s, _ in history(client, hook.run_id, "val/acc")] == [1, 2, 3]
+    assert [a.path for a in client.list_artifacts(hook.run_id, "checkpoints")] == [
+        "checkpoints/last.pt"
+    ]
+    assert not pending.exists()
+
+
+def test_without_a_spool_store_errors_still_propagate(
+    store: str, experiment: str
+) -> None:
+    hook = make_hook(store, experiment)
+    hook.start()
+    hook._client = MlflowClient(tracking_uri=dead_http_store())
+    with pytest.raises(Exception, match=r"127\.0\.0\.1"):
+        hook.on_epoch_end(EpochEnd(1, {"val/acc": 0.1}))

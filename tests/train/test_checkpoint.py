@@ -35,7 +35,10 @@ def temp_files(folder: Path) -> list[Path]:
 
 def test_round_trip_adds_the_marker(good: Path) -> None:
     state = load_checkpoint(good)
-    assert state["format"] == "snnrun-checkpoint" and state["version"] == 1
+    assert (
+        state["format"] == "snnrun-checkpoint"
+        and state["version"] == checkpoint.VERSION
+    )
     assert torch.equal(state["model"]["w"], STATE["model"]["w"])
     assert temp_files(good.parent) == []
 
@@ -189,3 +192,59 @@ def test_interrupt_while_writing_keeps_the_previous_file(good: Path, monkeypatch
     monkeypatch.undo()
     assert temp_files(good.parent) == []
     assert load_checkpoint(good)["epoch"] == 2
+
+
+def flip_tensor_bytes(path: Path, record: str = "data/0") -> None:
+    """Flip bytes inside a stored tensor: the zip and pickle stay valid."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(record))
+    with open(path, "r+b") as handle:
+        handle.seek(info.header_offset + 26)
+        name_len, extra_len = (int.from_bytes(handle.read(2), "little") for _ in "ab")
+        start = info.header_offset + 30 + name_len + extra_len
+        handle.seek(start)
+        data = bytearray(handle.read(4))
+        handle.seek(start)
+        handle.write(bytes(b ^ 0xFF for b in data))
+
+
+def test_checksum_is_stored_and_checked(good: Path) -> None:
+    state = load_checkpoint(good)
+    assert state["sha256"] == checkpoint.state_checksum(state)
+    assert len(state["sha256"]) == 64
+
+
+def test_flipped_tensor_bytes_are_refused(good: Path) -> None:
+    flip_tensor_bytes(good)
+    raw = torch.load(good, weights_only=True)  # torch itself loads it silently
+    assert not torch.equal(raw["model"]["w"], STATE["model"]["w"])
+    with pytest.raises(CheckpointError, match="failed its integrity check") as info:
+        load_checkpoint(good)
+    assert TRY_OTHER in str(info.value)
+
+
+def test_changed_number_is_refused(good: Path) -> None:
+    state = torch.load(good, weights_only=True)
+    state["epoch"] = 7  # a forged position, checksum left as it was
+    torch.save(state, good)
+    with pytest.raises(CheckpointError, match="failed its integrity check"):
+        load_checkpoint(good)
+
+
+def test_version_1_files_without_checksum_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"format": checkpoint.FORMAT, "version": 1, **STATE}, path)
+    assert load_checkpoint(path)["epoch"] == 2
+
+
+def test_weights_that_do_not_fit_name_the_layer() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2))
+    weights = {"0.weight": torch.zeros(4, 3), "0.bias": torch.zeros(2)}
+    with pytest.raises(CheckpointError) as info:
+        checkpoint.load_weights(net, weights, "x.pt")
+    assert "0.weight: checkpoint (4, 3), network (2, 3)" in str(info.value)
+    assert "x.pt" in str(info.value)
+    with pytest.raises(CheckpointError, match=r"missing in the checkpoint: 0\.bias"):
+        checkpoint.load_weights(net, {"0.weight": torch.zeros(2, 3)}, "x.pt")
