@@ -67,7 +67,9 @@ def _snnrun(impl: str, net: str) -> tuple[nn.Module, Forward]:
     from snnrun.models import cnn, mlp
     from snnrun.snn import LIFParams
 
-    backend = {"snnrun-fused": "fused", "snnrun-native": "native"}.get(impl, "reference")
+    backend = {"snnrun-fused": "fused", "snnrun-native": "native"}.get(
+        impl, "reference"
+    )
     p = LIFParams(DECAY, THRESHOLD, "linear", backend=backend)
     if net == "mlp":
         model = mlp.build(

@@ -15,35 +15,8 @@ import torch
 from torch import Tensor
 
 from snnrun.bench import flops, nets
-from snnrun.snn.memory import (
-    Packed,
-    compact_spikes,
-    mark_binary,
-    pack_binary,
-    unpack_binary,
-)
-
-
-def saved_bytes(
-    forward: nets.Forward, x: Tensor, params: set[int], packed: bool
-) -> int:
-    """Bytes autograd keeps for backward in one forward, as the training step keeps
-    them (snnrun's spikes packed to uint8): unique storages saved by any node, the
-    parameters excluded (activation memory)."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: Tensor) -> Tensor | Packed:
-        saved = pack_binary(tensor) if packed else tensor
-        address = tensor.untyped_storage().data_ptr()
-        if address not in params:
-            size = saved.nbytes() if isinstance(saved, Packed) else None
-            storages[address] = size or tensor.untyped_storage().nbytes()
-        return saved
-
-    context = compact_spikes() if packed else contextlib.nullcontext()
-    with context, torch.autograd.graph.saved_tensors_hooks(pack, unpack_binary):
-        forward(mark_binary(x))
-    return sum(storages.values())
+from snnrun.snn.memory import compact_spikes, mark_binary
+from snnrun.train.memory_plan import saved_activation_bytes
 
 
 def measure(spec: dict) -> dict:
@@ -78,8 +51,7 @@ def measure(spec: dict) -> dict:
 
     train = _rate(train_step, batch, seconds, warmup=int(spec.get("warmup", 3)))
     evaluate = _rate(eval_step, batch, seconds / 2, warmup=1)
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    activation = saved_bytes(forward, encode(), params, packed=own)
+    activation = saved_activation_bytes(forward, encode(), model.parameters(), own)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         **spec,

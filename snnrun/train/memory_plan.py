@@ -11,14 +11,22 @@ not guessed: one forward of a real batch under the training step's own packing
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from snnrun.snn.memory import Packed, compact_spikes, pack_binary, unpack_binary
+from snnrun.snn.memory import (
+    Packed,
+    compact_spikes,
+    mark_binary,
+    pack_binary,
+    unpack_binary,
+)
 
 BACKWARD_FACTOR = 1.5
 PARAMETER_COPIES = 4  # weights, gradients, Adam's two moments
@@ -58,28 +66,31 @@ class MemoryPlan:
         return max(0, math.floor(room / per_sample)) if per_sample > 0 else self.batch
 
 
-def saved_activation_bytes(model: nn.Module, x: Tensor) -> int:
-    """Bytes autograd keeps for backward in one training forward of ``x`` (unique
-    storages, packed as the training step packs them; parameters excluded)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+def saved_activation_bytes(
+    forward: Callable[[Tensor], object],
+    x: Tensor,
+    parameters: Iterable[Tensor],
+    packed: bool = True,
+) -> int:
+    """Bytes autograd keeps for backward in one forward of ``x``: unique storages,
+    ``parameters`` excluded; ``packed``: as the training step packs spikes
+    (``snnrun/snn/memory.py``), else as plain autograd keeps them."""
+    params = {p.untyped_storage().data_ptr() for p in parameters}
     sizes: dict[int, int] = {}
 
     def pack(tensor: Tensor) -> Tensor | Packed:
-        saved = pack_binary(tensor)
+        saved = pack_binary(tensor) if packed else tensor
         address = tensor.untyped_storage().data_ptr()
         if address not in params:
-            packed = isinstance(saved, Packed)
+            small = isinstance(saved, Packed)
             sizes[address] = (
-                saved.nbytes() if packed else tensor.untyped_storage().nbytes()
+                saved.nbytes() if small else tensor.untyped_storage().nbytes()
             )
         return saved
 
-    model.train()
-    with (
-        compact_spikes(),
-        torch.autograd.graph.saved_tensors_hooks(pack, unpack_binary),
-    ):
-        model(x)
+    context = compact_spikes() if packed else contextlib.nullcontext()
+    with context, torch.autograd.graph.saved_tensors_hooks(pack, unpack_binary):
+        forward(mark_binary(x))
     return sum(sizes.values())
 
 
@@ -98,7 +109,8 @@ def available_bytes(device: torch.device) -> int | None:
 
 def plan(model: nn.Module, x: Tensor, device: torch.device) -> MemoryPlan:
     """Profile one forward of the encoded batch ``x`` ``[T, B, ...]`` on ``device``."""
-    activations = saved_activation_bytes(model, x)
+    model.train()
+    activations = saved_activation_bytes(model, x, model.parameters())
     fixed = PARAMETER_COPIES * sum(
         p.numel() * p.element_size() for p in model.parameters()
     )
