@@ -94,7 +94,7 @@ class STBPConfig:
     detach_reset: bool = False
     td_grad: bool = True
     loss_form: LossForm = LossForm.paper
-    backend: Backend = Backend.fused  # or reference, native (C++ loop, CPU)
+    backend: Backend = Backend.fused  # reference; native (C++, CPU); triton (CUDA)
 
 
 @dataclass

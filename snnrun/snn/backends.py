@@ -7,7 +7,9 @@ rounding (``tests/snn/test_fused.py``, ``tests/snn/test_native.py``):
 - ``fused`` (``fused.py``): one autograd node per layer, hand-written backward in
   torch operations; any device;
 - ``native`` (``native.py``): the fused recurrence as a compiled C++ loop on the CPU
-  (built on first use; elsewhere, or without a compiler, it runs ``fused``).
+  (built on first use; elsewhere, or without a compiler, it runs ``fused``);
+- ``triton`` (``triton_lif.py``): the same as Triton kernels on CUDA (imported on
+  first use; without CUDA or Triton's interpreter it runs ``fused``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,17 @@ from snnrun.snn.native import native_lif_sequence
 
 LIFSequence = Callable[[Tensor, LIFParams], Tensor]
 
+
+def triton_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
+    """The Triton backend, imported when first used (Triton is optional)."""
+    from snnrun.snn.triton_lif import triton_lif_sequence as run
+
+    return run(x_seq, p)
+
+
 BACKENDS: dict[str, LIFSequence] = {
     Backend.REFERENCE.value: lif_sequence,
     Backend.FUSED.value: fused_lif_sequence,
     Backend.NATIVE.value: native_lif_sequence,
+    Backend.TRITON.value: triton_lif_sequence,
 }

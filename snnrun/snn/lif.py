@@ -66,12 +66,14 @@ class Backend(str, Enum):
 
     ``reference``: autograd records every step (``lif_sequence``); ``fused``: one
     autograd node per layer with the hand-written section-4 backward (``fused.py``);
-    ``native``: the same as a compiled C++ loop on the CPU (``native.py``).
+    ``native``: the same as a compiled C++ loop on the CPU (``native.py``);
+    ``triton``: the same as Triton kernels on CUDA (``triton_lif.py``).
     """
 
     REFERENCE = "reference"
     FUSED = "fused"
     NATIVE = "native"
+    TRITON = "triton"
 
 
 class LIFParams(NamedTuple):
