@@ -15,13 +15,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from snnrun import seeding
 from snnrun.app.speed import (
     CompileUnavailableError,
     check_compile_backend,
     compile_model,
     make_adam,
 )
-from snnrun import seeding
 from snnrun.data import ArraySplit, BuildContext, DataBundle
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
@@ -138,6 +138,12 @@ def check_trainer(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.test_every={cfg.trainer.test_every} must be >= 0 (0: test only "
             "after the last epoch and after each new best validation accuracy)"
+        )
+    plot_every = cfg.logger.get("plot_every", 0)
+    if plot_every is not None and plot_every < 0:
+        raise ConfigError(
+            f"logger.plot_every={plot_every} must be >= 0 (0: plots after the last "
+            "epoch only) or null (no plots)"
         )
     for key in ("max_batches", "max_eval_batches"):
         value = cfg.trainer[key]

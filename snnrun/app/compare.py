@@ -124,9 +124,7 @@ class Comparison:
 
     @property
     def number_header(self) -> list[str]:
-        stats = [
-            f"{name} {part}" for name in self.measures for part in ("mean", "std")
-        ]
+        stats = [f"{name} {part}" for name in self.measures for part in ("mean", "std")]
         return [*self.keys, "runs", "seeds", *stats]
 
     def title(self) -> str:

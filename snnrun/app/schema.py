@@ -111,13 +111,19 @@ class OptimConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where runs are tracked. ``experiment`` None → the dataset's name."""
+    """Where runs are tracked. ``experiment`` None → the dataset's name.
+
+    ``plot_every``: upload spike diagnostics (rasters, potential traces, firing-rate
+    histograms, test confusion matrix) every N epochs and after the last one;
+    0: after the last epoch only; null: never.
+    """
 
     name: LoggerName = LoggerName.mlflow
     tracking_uri: str = "sqlite:///${paths.output_root}/mlflow.db"
     experiment: Optional[str] = None
     run_name: Optional[str] = None
     log_checkpoints: bool = True
+    plot_every: Optional[int] = 0
 
 
 @dataclass

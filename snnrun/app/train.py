@@ -20,6 +20,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from snnrun import seeding
 from snnrun.app import distributed
 from snnrun.app.build import Parts, build_parts
 from snnrun.app.guard import RunGuard, fail, is_user_error
@@ -28,6 +29,7 @@ from snnrun.app.schema import config_dir, register_configs
 from snnrun.app.sweep_job import SweepJob, crashed_run_dir, job_of, reuse_finished
 from snnrun.app.tracking import make_progress, make_tracker, resolved
 from snnrun.data import DataMeta
+from snnrun.seeding import derive_seed
 from snnrun.train.hooks import Hook
 from snnrun.train.loop import LoopSettings, Trainer
 
@@ -211,6 +213,8 @@ def _make_trainer(
         max_eval_batches=cfg.trainer.max_eval_batches,
         eval_repeats=cfg.trainer.eval_repeats,
         test_every=cfg.trainer.get("test_every", 1),
+        diagnostics_every=_plot_every(cfg),
+        diagnostics_seed=derive_seed(cfg.seed, seeding.DIAGNOSTICS),
         checkpoint_dir=plan.run_dir / "checkpoints"
         if cfg.trainer.checkpoint and rank.is_main
         else None,
@@ -233,6 +237,13 @@ def _make_trainer(
         extra_state=extra_state,
         reduce=distributed.all_reduce_sum if rank.is_distributed else None,
     )
+
+
+def _plot_every(cfg: DictConfig) -> int | None:
+    """``logger.plot_every`` when runs are tracked (None: no diagnostics)."""
+    if cfg.logger.name != "mlflow":
+        return None
+    return cfg.logger.get("plot_every", 0)  # range-checked by build.check_trainer
 
 
 def _restore(trainer: Trainer, point: ResumePoint) -> None:

@@ -10,6 +10,7 @@ from snnrun.snn.lif import (
     ResetForm,
     SpikeCmp,
     lif_sequence,
+    lif_sequence_record,
     lif_step,
 )
 from snnrun.snn.surrogate import SURROGATES, Surrogate, choice_name, spike
@@ -26,6 +27,7 @@ __all__ = [
     "choice_name",
     "init_stbp_",
     "lif_sequence",
+    "lif_sequence_record",
     "lif_step",
     "spike",
 ]

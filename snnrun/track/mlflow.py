@@ -38,7 +38,14 @@ from snnrun.track.store import (
     retry_locked,
     sqlite_path,
 )
-from snnrun.train.hooks import CheckpointSaved, EpochEnd, FitEnd, FitStart, Hook
+from snnrun.train.hooks import (
+    CheckpointSaved,
+    Diagnostics,
+    EpochEnd,
+    FitEnd,
+    FitStart,
+    Hook,
+)
 
 # The store names are re-exported: the app imports them from here.
 __all__ = [
@@ -238,6 +245,25 @@ class MLflowHook(Hook):
             retry_locked(
                 self._client.log_artifact, run_id, str(event.path), "checkpoints"
             )
+
+    def on_diagnostics(self, event: Diagnostics) -> None:
+        """Draw the event's plots (``track/diagnostics.py``) and upload them under
+        ``diagnostics/`` (the last epoch) or ``diagnostics/epoch_<NNN>/``.
+
+        A plotting error is logged, never raised: pictures must not cost a run."""
+        from snnrun.track.diagnostics import write_all  # matplotlib only when needed
+
+        folder = (
+            "diagnostics" if event.final else f"diagnostics/epoch_{event.epoch:03d}"
+        )
+        run_id = self._active_run_id()
+        with tempfile.TemporaryDirectory(prefix="snnrun-diagnostics-") as tmp:
+            try:
+                write_all(event, Path(tmp))
+            except Exception:
+                log.exception("could not draw the diagnostics of epoch %d", event.epoch)
+                return
+            retry_locked(self._client.log_artifacts, run_id, tmp, folder)
 
     def on_fit_end(self, event: FitEnd) -> None:
         """Set the final status (the metrics were logged at each epoch's end)."""
