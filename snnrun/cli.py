@@ -17,6 +17,8 @@ commands:
             snnrun train --cfg job     (print the composed config)
   eval    evaluate a checkpoint on the test set:
             snnrun eval outputs/train/<time>/checkpoints/best.pt
+  export  write a trained network as a NIR graph (neuromorphic tools):
+            snnrun export <checkpoint> [--format nir] -o net.nir
   compare compare the runs of a sweep (default: the newest) or an experiment:
             snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
 
@@ -49,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from snnrun.app import eval as eval_app
 
         return eval_app.main(rest)
+    if verb == "export":
+        from snnrun.app import export
+
+        return export.main(rest)
     if verb == "compare":
         from snnrun.app import compare
 

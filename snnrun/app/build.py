@@ -22,11 +22,11 @@ from snnrun.app.speed import (
     compile_model,
     make_adam,
 )
-from snnrun.data import ArraySplit, BuildContext, DataBundle
+from snnrun.data import ArraySplit, BuildContext, DataBundle, DataMeta
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
 from snnrun.data.registry import DATASETS
-from snnrun.models import ARCHS
+from snnrun.models import ARCHS, SpikingNet
 from snnrun.models.readout import stbp_loss
 from snnrun.seeding import derive_seed
 from snnrun.snn.lif import LIFParams
@@ -165,6 +165,14 @@ def build_data(cfg: DictConfig) -> DataBundle:
 
 def build_model(cfg: DictConfig, data: DataBundle, lif: LIFParams) -> nn.Module:
     """The spiking network of ``arch``, sized by the data; init seeded by ``seed``."""
+    return build_net(cfg, data.meta.in_shape, data.meta.num_classes, lif)
+
+
+def build_net(
+    cfg: DictConfig, in_shape: tuple[int, ...], num_classes: int, lif: LIFParams
+) -> SpikingNet:
+    """The network of ``arch`` for samples ``in_shape`` (one step) and C classes;
+    the init is seeded by ``seed`` (a checkpoint's weights replace it)."""
     schema, build = ARCHS[cfg.arch.name]
     # Layer init draws from torch's global RNG; fork it so the run's seed fixes the
     # weights without leaving the global state changed for anyone else.
@@ -173,12 +181,22 @@ def build_model(cfg: DictConfig, data: DataBundle, lif: LIFParams) -> nn.Module:
         try:
             return build(
                 _to_dataclass(cfg.arch, schema),
-                in_shape=data.meta.in_shape,
-                num_classes=data.meta.num_classes,
+                in_shape=tuple(in_shape),
+                num_classes=num_classes,
                 lif=lif,
             )
         except ValueError as error:
             raise ConfigError(str(error)) from error
+
+
+def net_facts(meta: DataMeta) -> dict[str, object]:
+    """What a checkpoint keeps to rebuild its network without the dataset:
+    ``in_shape`` (one step), ``num_classes`` and the input ``encoding``."""
+    return {
+        "in_shape": list(meta.in_shape),
+        "num_classes": int(meta.num_classes),
+        "encoding": str(meta.encoding),
+    }
 
 
 def build_optimizer(

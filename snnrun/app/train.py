@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from snnrun import seeding
 from snnrun.app import distributed
-from snnrun.app.build import Parts, build_parts
+from snnrun.app.build import Parts, build_parts, net_facts
 from snnrun.app.guard import RunGuard, fail, is_user_error
 from snnrun.app.resume import ResumePoint, find_resume_point
 from snnrun.app.schema import config_dir, register_configs
@@ -224,6 +224,7 @@ def _make_trainer(
         "config": OmegaConf.to_yaml(resolved(cfg)),
         "run_id": run_id or "",
         "overrides": list(plan.overrides),  # a resumed run keeps its name and tags
+        "net": net_facts(parts.data.meta),  # snnrun.load rebuilds without the data
     }
     return Trainer(
         distributed.wrap_model(parts.model, rank),
