@@ -15,8 +15,9 @@ commands:
             snnrun train experiment=paper_mnist_mlp
             snnrun train --help        (config groups and options)
             snnrun train --cfg job     (print the composed config)
-  eval    evaluate a checkpoint on the test set:
+  eval    evaluate a checkpoint on the test (or validation) set:
             snnrun eval outputs/train/<time>/checkpoints/best.pt
+            snnrun eval <checkpoint> --split val --limit 1000 --repeats 5 --json o.json
   export  write a trained network as a NIR graph (neuromorphic tools):
             snnrun export <checkpoint> [--format nir] -o net.nir
   compare compare the runs of a sweep (default: the newest) or an experiment:
