@@ -106,7 +106,7 @@ def train(
     with RunGuard(
         plan.run_dir, resume_hint=_resume_hint(plan), in_sweep=job is not None
     ) as guard:
-        _configure_process(plan.cfg, rank)
+        _configure_process(plan.cfg, rank, job)
         parts = build_parts(plan.cfg, rank.rank, rank.world_size)
         hooks, run_id = _start_hooks(plan, parts.data.meta, rank, guard)
         trainer = _make_trainer(plan, parts, hooks, run_id, rank)
@@ -160,15 +160,18 @@ def _resume_hint(plan: RunPlan) -> str:
     return hint
 
 
-def _configure_process(cfg: DictConfig, rank: distributed.RankInfo) -> None:
-    """Threads, the world-size tag, and (rank 0) the config tree on the terminal."""
+def _configure_process(
+    cfg: DictConfig, rank: distributed.RankInfo, job: SweepJob | None = None
+) -> None:
+    """Threads, the world-size tag, and (rank 0) the config tree on the terminal:
+    once per sweep (its first job), a one-line job header for the other jobs."""
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if rank.is_distributed:  # a tag in MLflow: trainer.batch_size is per rank
         with open_dict(cfg.tags):
             cfg.tags["world_size"] = str(rank.world_size)
     if rank.is_main:
-        _show_config(cfg)
+        _show_config(cfg, job)
 
 
 def _start_hooks(
@@ -307,9 +310,14 @@ def _log_into(run_dir: Path) -> None:
     root.addHandler(handler)
 
 
-def _show_config(cfg: DictConfig) -> None:
+def _show_config(cfg: DictConfig, job: SweepJob | None = None) -> None:
     from snnrun.track.progress import print_config_tree
 
     mode = str(getattr(cfg.trainer.progress, "value", cfg.trainer.progress))
-    if mode != "off":
+    if mode == "off":
+        return
+    if job is None or job.num == 0:
         print_config_tree(resolved(cfg))
+    if job is not None:  # later jobs differ from the tree only by their overrides
+        sys.stdout.write(f"sweep job {job.num}: {job.name}\n")
+        sys.stdout.flush()

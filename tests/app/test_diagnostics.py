@@ -41,6 +41,13 @@ def test_cli_run_logs_diagnostics_and_synops(run_cli, tmp_path: Path) -> None:
     client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
     run_id = run.info.run_id
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    lines = result.stdout.splitlines()
+    summary = next(line for line in lines if line.startswith("MLflow run "))
+    assert f"MLflow run {run_id} FINISHED" in summary
+    assert f"mlflow ui --backend-store-uri {store}" in summary
+    assert f"/#/experiments/{run.info.experiment_id}/runs/{run_id}" in summary
 
     # every plot after epoch 1 (plot_every=1) and after the last epoch
     assert PLOTS | {"confusion.json"} <= _names(client, run_id, "diagnostics")

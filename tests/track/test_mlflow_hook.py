@@ -314,3 +314,40 @@ def test_artifact_location_sits_next_to_the_sqlite_db() -> None:
     assert relative == (Path.cwd() / "outputs/mlartifacts/mnist").as_uri()
     assert artifact_location("sqlite://", "mnist") is None
     assert artifact_location("http://localhost:5000", "mnist") is None
+
+
+KIND = "mlflow.experimentKind"
+
+
+def test_experiments_open_in_the_training_view(store, client, experiment) -> None:
+    """New experiments get MLflow 3's kind tag; an older one without it gets it too;
+    a kind a user chose is never overwritten."""
+    make_hook(store, experiment).start()
+    tags = client.get_experiment_by_name(experiment).tags
+    assert tags[KIND] == "custom_model_development"
+
+    old = experiment + "-old"
+    bare = client.create_experiment(old, artifact_location(store, old))
+    make_hook(store, experiment + "-old").start()
+    assert client.get_experiment(bare).tags[KIND] == "custom_model_development"
+
+    name = experiment + "-chosen"
+    location = artifact_location(store, name)
+    chosen = client.create_experiment(name, location, tags={KIND: "genai_development"})
+    make_hook(store, experiment + "-chosen").start()
+    assert client.get_experiment(chosen).tags[KIND] == "genai_development"
+
+
+def test_the_end_of_a_run_prints_its_id_and_where_to_see_it(
+    store, client, experiment, capsys
+) -> None:
+    hook = make_hook(store, experiment)
+    run_epochs(hook, range(1, 3))
+    hook.on_fit_end(FitEnd("FINISHED", {"val/acc_best": 0.975, "train/loss": 0.1}))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    assert line.startswith(f"MLflow run {hook.run_id} FINISHED (val/acc_best 0.975)")
+    assert f"mlflow ui --backend-store-uri {store} --port 5000" in line
+    assert line.endswith(
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{hook.run_id}"
+    )
