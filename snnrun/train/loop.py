@@ -215,7 +215,9 @@ class Trainer:
                 )
                 rate = rate / repeats
                 totals.update(self.loss_fn(rate, y), predict(rate), y)
-                confusion = _add_confusion(confusion, predict(rate), y, rate.shape[1])
+                if prefix == "test":
+                    classes = rate.shape[1]
+                    confusion = _add_confusion(confusion, predict(rate), y, classes)
                 if self._stop_requested:
                     raise KeyboardInterrupt
         totals = totals.reduced(self.reduce)
@@ -224,10 +226,9 @@ class Trainer:
             classes = math.isqrt(confusion.numel())
             counts = self._summed(confusion).round().long().cpu()
             self.confusion = counts.view(classes, classes)
-        if meter is not None:
-            counts = self._summed(torch.cat([meter.synops, meter.synops.new_ones(1)]))
-            samples = totals.samples * repeats
-            metrics.update(synops_metrics((counts[:-1] / samples).tolist(), meter.macs))
+        if meter is not None:  # totals.samples is already summed over the ranks
+            per_sample = self._summed(meter.synops) / (totals.samples * repeats)
+            metrics.update(synops_metrics(per_sample.tolist(), meter.macs.tolist()))
         return metrics
 
     def _summed(self, values: Tensor) -> Tensor:
