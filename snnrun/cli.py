@@ -15,8 +15,11 @@ commands:
             snnrun train experiment=paper_mnist_mlp
             snnrun train --help        (config groups and options)
             snnrun train --cfg job     (print the composed config)
-  eval    evaluate a checkpoint on the test set:
+  eval    evaluate a checkpoint on the test (or validation) set:
             snnrun eval outputs/train/<time>/checkpoints/best.pt
+            snnrun eval <checkpoint> --split val --limit 1000 --repeats 5 --json o.json
+  export  write a trained network as a NIR graph (neuromorphic tools):
+            snnrun export <checkpoint> [--format nir] -o net.nir
   reproduce  run a paper row over its seeds, PASS/FAIL against its band:
             snnrun reproduce mnist-mlp [--quick] [--seeds 0,1,2] [overrides]
   gradcheck  STBP gradient vs an exact one, surrogate window vs threshold:
@@ -89,6 +92,10 @@ def _dispatch(args: list[str]) -> int:
         from snnrun.app import bench
 
         return bench.main(rest)
+    if verb == "export":
+        from snnrun.app import export
+
+        return export.main(rest)
     if verb == "compare":
         from snnrun.app import compare
 

@@ -17,6 +17,7 @@ INIT = "init"
 TRAIN_ENCODING = "encode/train"
 VAL_ENCODING = "encode/val"
 TEST_ENCODING = "encode/test"
+DIAGNOSTICS = "diagnostics"  # traced samples and their input spikes
 
 
 def derive_seed(seed: int, stream: str) -> int:

@@ -68,3 +68,35 @@ def http_server(tmp_path: Path) -> Iterator[HTTPServerInfo]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def cli_checkpoint(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """``best.pt`` of a real ``python -m snnrun train`` run (subprocess): a small CNN
+    (conv, pool, flatten, fully connected) with ``stbp.reset_form=linear`` so NIR can
+    express it exactly; shared by the export and Python-API tests."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("cli-run")
+    command = [
+        sys.executable,
+        "-m",
+        "snnrun",
+        "train",
+        "debug=fast",
+        "dataset.train_limit=128",
+        "dataset.test_limit=128",
+        "arch=cnn",
+        "arch.spec=6C5-P2-8C3-P2-32",
+        "stbp.reset_form=linear",
+        "stbp.threshold=0.2",
+        "stbp.decay=0.5",
+        "stbp.time_steps=8",
+        f"paths.output_root={out}",
+        f"paths.data_root={shared_data}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (best,) = out.glob("train/*/checkpoints/best.pt")
+    return best

@@ -53,6 +53,16 @@ FORBIDDEN = {
         "snnrun.data",
     },
     "track": {"hydra", "omegaconf", "snnrun.app"},
+    "export": {
+        "hydra",
+        "omegaconf",
+        "mlflow",
+        "rich",
+        "snnrun.app",
+        "snnrun.track",
+        "snnrun.train",
+        "snnrun.data",
+    },
 }
 ADVICE = {
     "train": "emit an event and handle it in track/",

@@ -22,11 +22,11 @@ from snnrun.app.speed import (
     compile_model,
     make_adam,
 )
-from snnrun.data import ArraySplit, BuildContext, DataBundle
+from snnrun.data import ArraySplit, BuildContext, DataBundle, DataMeta
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
 from snnrun.data.registry import DATASETS
-from snnrun.models import ARCHS
+from snnrun.models import ARCHS, SpikingNet
 from snnrun.models.readout import stbp_loss
 from snnrun.seeding import derive_seed
 from snnrun.snn.fused import disagreement
@@ -167,6 +167,12 @@ def check_trainer(cfg: DictConfig) -> None:
             f"trainer.test_every={cfg.trainer.test_every} must be >= 0 (0: test only "
             "after the last epoch and after each new best validation accuracy)"
         )
+    plot_every = cfg.logger.get("plot_every", 0)
+    if plot_every is not None and plot_every < 0:
+        raise ConfigError(
+            f"logger.plot_every={plot_every} must be >= 0 (0: plots after the last "
+            "epoch only) or null (no plots)"
+        )
     for key in ("max_batches", "max_eval_batches"):
         value = cfg.trainer[key]
         if value is not None and value <= 0:
@@ -187,6 +193,14 @@ def build_data(cfg: DictConfig) -> DataBundle:
 
 def build_model(cfg: DictConfig, data: DataBundle, lif: LIFParams) -> nn.Module:
     """The spiking network of ``arch``, sized by the data; init seeded by ``seed``."""
+    return build_net(cfg, data.meta.in_shape, data.meta.num_classes, lif)
+
+
+def build_net(
+    cfg: DictConfig, in_shape: tuple[int, ...], num_classes: int, lif: LIFParams
+) -> SpikingNet:
+    """The network of ``arch`` for samples ``in_shape`` (one step) and C classes;
+    the init is seeded by ``seed`` (a checkpoint's weights replace it)."""
     schema, build = ARCHS[cfg.arch.name]
     # Layer init draws from torch's global RNG; fork it so the run's seed fixes the
     # weights without leaving the global state changed for anyone else.
@@ -195,12 +209,22 @@ def build_model(cfg: DictConfig, data: DataBundle, lif: LIFParams) -> nn.Module:
         try:
             return build(
                 _to_dataclass(cfg.arch, schema),
-                in_shape=data.meta.in_shape,
-                num_classes=data.meta.num_classes,
+                in_shape=tuple(in_shape),
+                num_classes=num_classes,
                 lif=lif,
             )
         except ValueError as error:
             raise ConfigError(str(error)) from error
+
+
+def net_facts(meta: DataMeta) -> dict[str, object]:
+    """What a checkpoint keeps to rebuild its network without the dataset:
+    ``in_shape`` (one step), ``num_classes`` and the input ``encoding``."""
+    return {
+        "in_shape": list(meta.in_shape),
+        "num_classes": int(meta.num_classes),
+        "encoding": str(meta.encoding),
+    }
 
 
 def build_optimizer(

@@ -1,8 +1,10 @@
 """``snnrun compare [SWEEP_ID | EXPERIMENT]``: the runs of a sweep side by side.
 
 The params that vary between the runs become the columns; runs that differ only in
-``seed`` share a row with mean ± std. Measures: best and final ``val/acc``, the mean
-firing rate (``rate/layer*``), wall time, samples/s and peak memory. Default target:
+``seed`` share a row with mean ± std; derived ``data.*`` params are not columns.
+Measures: best and final ``val/acc``, test accuracy, the mean firing rate
+(``rate/layer*``), SynOps and SNN energy per sample, wall time, samples/s and peak
+memory; a terminal narrower than the table loses the least important ones first. Default target:
 the newest sweep. ``--csv`` / ``--md`` write the table, ``--plot`` draws accuracy
 against a swept param (matplotlib) and logs the PNG on the sweep's parent run.
 """
@@ -34,9 +36,19 @@ from snnrun.track.query import (
 )
 
 PERCENT = ("best val/acc", "final val/acc", "final test/acc", "test@best val")
-DIGITS = {"firing rate": ".4f", "wall s": ".1f", "samples/s": ",.0f", "peak MB": ",.0f"}
+DIGITS = {
+    "firing rate": ".4f",
+    "SynOps": ",.0f",
+    "energy nJ": ",.1f",
+    "wall s": ".1f",
+    "samples/s": ",.0f",
+    "peak MB": ",.0f",
+}
 PLOTTED = ("best val/acc", "final test/acc")
-WIDE = 200  # columns when stdout is not a terminal: keep table rows on one line
+WIDE = 120  # columns when stdout is not a terminal
+# Measures the terminal table leaves out first when it is too wide (CSV/Markdown keep
+# every column); a caption names them.
+DROP_FIRST = ("peak MB", "samples/s", "final val/acc", "wall s", "energy nJ")
 
 
 def default_tracking_uri() -> str:
@@ -153,14 +165,37 @@ def _cell(name: str, stat: Stat | None) -> str:
     return f"{mean:{digits}} ± {std:{digits}}{unit}"
 
 
-def rich_table(comparison: Comparison) -> Table:
-    table = Table(title=comparison.title(), caption=comparison.note() or None)
-    for name in comparison.header:
+def rich_table(comparison: Comparison, width: int | None = None) -> Table:
+    """The table; with ``width``, the ``DROP_FIRST`` measures are left out (in that
+    order) until every row fits, and the caption says which."""
+    header, rows = comparison.header, comparison.text_rows()
+    hidden: list[str] = []
+    for name in DROP_FIRST:
+        if width is None or _table_width(header, rows) <= width:
+            break
+        if name in header:
+            keep = [i for i, h in enumerate(header) if h != name]
+            header = [header[i] for i in keep]
+            rows = [[row[i] for i in keep] for row in rows]
+            hidden.append(name)
+    notes = [comparison.note()] if comparison.note() else []
+    if hidden:
+        notes.append(f"not shown at this width (see --csv/--md): {', '.join(hidden)}")
+    table = Table(title=comparison.title(), caption="\n".join(notes) or None)
+    for name in header:
         numeric = name not in comparison.keys
         table.add_column(name, justify="right" if numeric else "left", no_wrap=True)
-    for row in comparison.text_rows():
+    for row in rows:
         table.add_row(*row)
     return table
+
+
+def _table_width(header: list[str], rows: list[list[str]]) -> int:
+    """Characters per line of a rich table with these cells (padding 1, borders)."""
+    widths = [
+        max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)
+    ]
+    return sum(widths) + 3 * len(widths) + 1
 
 
 def write_csv(comparison: Comparison, path: Path) -> None:
@@ -280,7 +315,7 @@ def _report_stale(tracking_uri: str) -> None:
 
 def _print(comparison: Comparison) -> None:
     console = Console(width=None if sys.stdout.isatty() else WIDE)
-    console.print(rich_table(comparison))
+    console.print(rich_table(comparison, console.width))
 
 
 def _export(comparison: Comparison, args: argparse.Namespace, store: RunStore) -> None:

@@ -120,6 +120,10 @@ class LoggerConfig:
     the process from these): a server that disappears costs seconds, not MLflow's
     default of minutes per call, and the run goes on with its records kept in the run
     folder (``snnrun sync``).
+
+    ``plot_every``: upload spike diagnostics (rasters, potential traces, firing-rate
+    histograms, test confusion matrix) every N epochs and after the last one;
+    0: after the last epoch only; null: never.
     """
 
     name: LoggerName = LoggerName.mlflow
@@ -130,6 +134,7 @@ class LoggerConfig:
     http_timeout_s: int = 10
     http_retries: int = 2
     http_backoff: int = 1
+    plot_every: Optional[int] = 0
 
 
 @dataclass

@@ -20,14 +20,22 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from snnrun import seeding
 from snnrun.app import distributed
-from snnrun.app.build import Parts, build_parts, check_memory, check_threads
+from snnrun.app.build import (
+    Parts,
+    build_parts,
+    check_memory,
+    check_threads,
+    net_facts,
+)
 from snnrun.app.guard import RunGuard, fail, is_user_error
 from snnrun.app.resume import ResumePoint, find_resume_point
 from snnrun.app.schema import config_dir, register_configs
 from snnrun.app.sweep_job import SweepJob, crashed_run_dir, job_of, reuse_finished
 from snnrun.app.tracking import make_progress, make_tracker, resolved
 from snnrun.data import DataMeta
+from snnrun.seeding import derive_seed
 from snnrun.train.hooks import Hook
 from snnrun.train.loop import LoopSettings, Trainer
 
@@ -104,7 +112,7 @@ def train(
     with RunGuard(
         plan.run_dir, resume_hint=_resume_hint(plan), in_sweep=job is not None
     ) as guard:
-        _configure_process(plan.cfg, rank)
+        _configure_process(plan.cfg, rank, job)
         parts = build_parts(plan.cfg, rank.rank, rank.world_size)
         if plan.cfg.trainer.get("memory_check", True):
             _log_memory(check_memory(parts, plan.cfg))
@@ -160,8 +168,11 @@ def _resume_hint(plan: RunPlan) -> str:
     return hint
 
 
-def _configure_process(cfg: DictConfig, rank: distributed.RankInfo) -> None:
-    """Threads, the world-size tag, and (rank 0) the config tree on the terminal."""
+def _configure_process(
+    cfg: DictConfig, rank: distributed.RankInfo, job: SweepJob | None = None
+) -> None:
+    """Threads, the world-size tag, and (rank 0) the config tree on the terminal:
+    once per sweep (its first job), a one-line job header for the other jobs."""
     check_threads(cfg)
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
@@ -169,7 +180,7 @@ def _configure_process(cfg: DictConfig, rank: distributed.RankInfo) -> None:
         with open_dict(cfg.tags):
             cfg.tags["world_size"] = str(rank.world_size)
     if rank.is_main:
-        _show_config(cfg)
+        _show_config(cfg, job)
 
 
 def _start_hooks(
@@ -214,6 +225,8 @@ def _make_trainer(
         max_eval_batches=cfg.trainer.max_eval_batches,
         eval_repeats=cfg.trainer.eval_repeats,
         test_every=cfg.trainer.get("test_every", 1),
+        diagnostics_every=_plot_every(cfg),
+        diagnostics_seed=derive_seed(cfg.seed, seeding.DIAGNOSTICS),
         checkpoint_dir=plan.run_dir / "checkpoints"
         if cfg.trainer.checkpoint and rank.is_main
         else None,
@@ -223,6 +236,7 @@ def _make_trainer(
         "config": OmegaConf.to_yaml(resolved(cfg)),
         "run_id": run_id or "",
         "overrides": list(plan.overrides),  # a resumed run keeps its name and tags
+        "net": net_facts(parts.data.meta),  # snnrun.load rebuilds without the data
     }
     return Trainer(
         distributed.wrap_model(parts.model, rank),
@@ -236,6 +250,13 @@ def _make_trainer(
         extra_state=extra_state,
         reduce=distributed.all_reduce_sum if rank.is_distributed else None,
     )
+
+
+def _plot_every(cfg: DictConfig) -> int | None:
+    """``logger.plot_every`` when runs are tracked (None: no diagnostics)."""
+    if cfg.logger.name != "mlflow":
+        return None
+    return cfg.logger.get("plot_every", 0)  # range-checked by build.check_trainer
 
 
 def _restore(trainer: Trainer, point: ResumePoint) -> None:
@@ -311,9 +332,14 @@ def _log_into(run_dir: Path) -> None:
     root.addHandler(handler)
 
 
-def _show_config(cfg: DictConfig) -> None:
+def _show_config(cfg: DictConfig, job: SweepJob | None = None) -> None:
     from snnrun.track.progress import print_config_tree
 
     mode = str(getattr(cfg.trainer.progress, "value", cfg.trainer.progress))
-    if mode != "off":
+    if mode == "off":
+        return
+    if job is None or job.num == 0:
         print_config_tree(resolved(cfg))
+    if job is not None:  # later jobs differ from the tree only by their overrides
+        sys.stdout.write(f"sweep job {job.num}: {job.name}\n")
+        sys.stdout.flush()

@@ -31,6 +31,20 @@ class NetOutput(NamedTuple):
     layer_rates: Tensor
 
 
+class Recording(NamedTuple):
+    """Everything inside a SpikingNet for one input, for diagnostics and export tests.
+
+    Attributes:
+        inputs: the encoded input spikes, [T, B, *in_shape].
+        spikes: spikes of every LIF layer, input side first, each [T, B, ...].
+        potentials: membrane potentials u of every LIF layer, each [T, B, ...].
+    """
+
+    inputs: Tensor
+    spikes: list[Tensor]
+    potentials: list[Tensor]
+
+
 class Stage(nn.Module):
     """One spiking layer: pre-module (Linear/Conv2d, maybe after pool/flatten) + LIF."""
 
@@ -42,6 +56,10 @@ class Stage(nn.Module):
     def forward(self, x_seq: Tensor) -> Tensor:
         """x_seq: spikes of the layer below, [T, B, ...] → spikes, [T, B, ...']."""
         return self.lif(self.pre(x_seq))
+
+    def record(self, x_seq: Tensor) -> tuple[Tensor, Tensor]:
+        """Like :meth:`forward`, also returning the potentials: (o, u), [T, B, ...]."""
+        return self.lif.record(self.pre(x_seq))
 
 
 class SpikingNet(nn.Module):
@@ -61,6 +79,26 @@ class SpikingNet(nn.Module):
 
     def forward(self, x: Tensor) -> NetOutput:
         """x: encoded input, [T, B, *in_shape] → NetOutput (spikes [T, B, C])."""
+        x = self._checked(x)
+        rates = []
+        for stage in self.stages:
+            x = stage(x)
+            rates.append(x.detach().mean())
+        return NetOutput(spikes=x, layer_rates=torch.stack(rates))
+
+    def record(self, x: Tensor) -> Recording:
+        """Forward that keeps every layer's spikes and potentials (no faster path is
+        slowed by it): x, [T, B, *in_shape] → :class:`Recording`."""
+        x = self._checked(x)
+        recording = Recording(x, [], [])
+        for stage in self.stages:
+            x, u = stage.record(x)
+            recording.spikes.append(x)
+            recording.potentials.append(u)
+        return recording
+
+    def _checked(self, x: Tensor) -> Tensor:
+        """The input, shape-checked and floating point."""
         if x.dim() < 2 or tuple(x.shape[2:]) != self.in_shape:
             raise ValueError(
                 f"input has shape {list(x.shape)}; the network expects "
@@ -68,11 +106,7 @@ class SpikingNet(nn.Module):
             )
         if not x.is_floating_point():
             x = x.to(next(self.parameters()).dtype)
-        rates = []
-        for stage in self.stages:
-            x = stage(x)
-            rates.append(x.detach().mean())
-        return NetOutput(spikes=x, layer_rates=torch.stack(rates))
+        return x
 
     def weight_layers(self) -> list[nn.Linear | nn.Conv2d]:
         """The Linear/Conv2d layer of every stage, input side first."""

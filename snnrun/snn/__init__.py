@@ -12,6 +12,7 @@ from snnrun.snn.lif import (
     ResetForm,
     SpikeCmp,
     lif_sequence,
+    lif_sequence_record,
     lif_step,
 )
 from snnrun.snn.surrogate import SURROGATES, Surrogate, choice_name, spike
@@ -30,6 +31,7 @@ __all__ = [
     "fused_lif_sequence",
     "init_stbp_",
     "lif_sequence",
+    "lif_sequence_record",
     "lif_step",
     "spike",
 ]

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from snnrun.snn.backends import BACKENDS
-from snnrun.snn.lif import LIFParams
+from snnrun.snn.lif import LIFParams, lif_sequence_record
 from snnrun.snn.memory import mark_binary
 
 
@@ -45,6 +45,10 @@ class LIF(nn.Module):
     def forward(self, x_seq: Tensor) -> Tensor:
         """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...]."""
         return mark_binary(self._run(x_seq, self.params))
+
+    def record(self, x_seq: Tensor) -> tuple[Tensor, Tensor]:
+        """Like :meth:`forward`, also returning the potentials u: ([T, B, ...]) × 2."""
+        return lif_sequence_record(x_seq, self.params)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())

@@ -43,6 +43,7 @@ __all__ = [
     "leak_reset",
     "leak_reset_slope",
     "lif_sequence",
+    "lif_sequence_record",
     "lif_step",
 ]
 
@@ -211,6 +212,25 @@ def lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
         p: neuron parameters.
     Returns: spikes, [T, B, ...], same dtype as x_seq.
     """
+    return _run(x_seq, p, None)
+
+
+def lif_sequence_record(x_seq: Tensor, p: LIFParams) -> tuple[Tensor, Tensor]:
+    """:func:`lif_sequence` that also returns the membrane potentials (diagnostics).
+
+    Args:
+        x_seq: synaptic input for every step, [T, B, ...].
+        p: neuron parameters.
+    Returns: spikes o and potentials u (after charging, before the reset that f
+        applies on the next step; units of V_th), each [T, B, ...].
+    """
+    potentials: list[Tensor] = []
+    spikes = _run(x_seq, p, potentials)
+    return spikes, torch.stack(potentials)
+
+
+def _run(x_seq: Tensor, p: LIFParams, potentials: list[Tensor] | None) -> Tensor:
+    """Step the layer; append u[t] to ``potentials`` when it is a list."""
     # unbind + stack, not x_seq[t]: indexing makes autograd build one zero-filled
     # full-size gradient buffer per step (O(T²) memory traffic in backward).
     steps = x_seq.unbind(0)
@@ -222,7 +242,11 @@ def lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
     o = spike(u, p.threshold, p.surrogate, p.surrogate_a, p.spike_cmp)
     state = LIFState(u, o)
     spikes = [o]
+    if potentials is not None:
+        potentials.append(u)
     for x in steps[1:]:
         o, state = lif_step(x, state, p)
         spikes.append(o)
+        if potentials is not None:
+            potentials.append(state.u)
     return torch.stack(spikes)

@@ -47,7 +47,14 @@ from snnrun.track.store import (
     retry_locked,
     sqlite_path,
 )
-from snnrun.train.hooks import CheckpointSaved, EpochEnd, FitEnd, FitStart, Hook
+from snnrun.train.hooks import (
+    CheckpointSaved,
+    Diagnostics,
+    EpochEnd,
+    FitEnd,
+    FitStart,
+    Hook,
+)
 
 # The store names are re-exported: the app imports them from here.
 __all__ = [
@@ -67,6 +74,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# Opens new experiments in the UI's training view (MLflow 3: "Machine learning")
+# rather than asking for, or inferring, the GenAI one.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+SUMMARY_KEYS = ("val/acc_best", "test/acc_at_best_val", "test/acc", "energy/snn_nj")
 PEAK_RSS_KEY = "perf/peak_rss_mb"
 
 
@@ -115,6 +127,11 @@ def peak_rss_mb() -> float | None:
         return None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def ui_command(tracking_uri: str) -> str:
+    """The ``mlflow ui`` command that serves this store on 127.0.0.1:5000."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --port 5000"
 
 
 # --- the hook -----------------------------------------------------------------------
@@ -352,9 +369,65 @@ class MLflowHook(Hook):
             self._spool,
         )
 
+    def on_diagnostics(self, event: Diagnostics) -> None:
+        """Draw the event's plots (``track/diagnostics.py``) and upload them under
+        ``diagnostics/`` (the last epoch) or ``diagnostics/epoch_<NNN>/``.
+
+        A plotting error is logged, never raised: pictures must not cost a run."""
+        from snnrun.track.diagnostics import write_all  # matplotlib only when needed
+
+        folder = (
+            "diagnostics" if event.final else f"diagnostics/epoch_{event.epoch:03d}"
+        )
+        run_id = self._active_run_id()
+        with tempfile.TemporaryDirectory(prefix="snnrun-diagnostics-") as tmp:
+            try:
+                write_all(event, Path(tmp))
+            except Exception:
+                log.exception("could not draw the diagnostics of epoch %d", event.epoch)
+                return
+            if self._offline:  # the store is away: pictures are not worth waiting for
+                return
+            try:
+                retry_locked(self._client.log_artifacts, run_id, tmp, folder)
+            except Exception as exc:  # a store failure must not cost the run
+                log.warning(
+                    "could not upload the diagnostics of epoch %d: %s",
+                    event.epoch,
+                    str(exc).splitlines()[0][:200] if str(exc) else exc,
+                )
+
     def on_fit_end(self, event: FitEnd) -> None:
-        """Set the final status (the metrics were logged at each epoch's end)."""
+        """Set the final status (the metrics were logged at each epoch's end) and
+        print where to see the run."""
         self.finish(event.status)
+        if self._run_id is None:
+            return
+        try:  # a failing store must not mask the error that ended the fit
+            line = self.summary_line(event)
+        except Exception:
+            log.exception("could not summarise MLflow run %s", self._run_id)
+            return
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def summary_line(self, event: FitEnd) -> str:
+        """``MLflow run <id> FINISHED (val/acc_best 0.97 …): mlflow ui ... → URL``."""
+        shown = [
+            f"{key} {event.metrics[key]:.4g}"
+            for key in SUMMARY_KEYS
+            if key in event.metrics
+        ]
+        facts = f" ({', '.join(shown)})" if shown else ""
+        return (
+            f"MLflow run {self._run_id} {event.status}{facts}. Browse: "
+            f"{ui_command(self._tracking_uri)}  then open {self.run_url()}"
+        )
+
+    def run_url(self, host: str = "http://127.0.0.1:5000") -> str:
+        """The run's page in a local ``mlflow ui``."""
+        experiment = self._client.get_run(self._run_id).info.experiment_id
+        return f"{host}/#/experiments/{experiment}/runs/{self._run_id}"
 
     # --- run creation -----------------------------------------------------------------
 
@@ -370,7 +443,9 @@ class MLflowHook(Hook):
             location = artifact_location(self._tracking_uri, self._experiment)
             try:
                 return self._client.create_experiment(
-                    self._experiment, artifact_location=location
+                    self._experiment,
+                    artifact_location=location,
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             except MlflowException:
                 # A parallel job of the same sweep may have created it just now.
@@ -380,6 +455,10 @@ class MLflowHook(Hook):
         if experiment.lifecycle_stage == "deleted":
             log.warning("restoring the deleted MLflow experiment %r", self._experiment)
             self._client.restore_experiment(experiment.experiment_id)
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # older ones; never override
+            self._client.set_experiment_tag(
+                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+            )
         return experiment.experiment_id
 
     def _reopen_run(self, run_id: str) -> dict[str, str]:

@@ -58,6 +58,11 @@ def format_metric(key: str, value: float) -> str:
     return f"{value:.4g}"
 
 
+# Per-layer counts and the ANN side of the energy estimate stay in MLflow only: the
+# line shows synops/total and energy/snn_nj.
+NOT_ON_THE_LINE = ("synops/layer", "synops/ann_macs", "energy/ann")
+
+
 def format_epoch_line(epoch: int, epochs: int, metrics: Mapping[str, float]) -> str:
     """One history line per epoch, metrics in the order given.
 
@@ -69,6 +74,8 @@ def format_epoch_line(epoch: int, epochs: int, metrics: Mapping[str, float]) -> 
     parts = [f"epoch {epoch}/{epochs}"]
     for key, value in metrics.items():
         if key in (EPOCH_TIME_KEY, SPEED_KEY) or _joins_its_base(key, metrics):
+            continue
+        if key.startswith(NOT_ON_THE_LINE):
             continue
         text = f"{key} {format_metric(key, value)}"
         best = metrics.get(key + BEST_SUFFIX)

@@ -44,6 +44,9 @@ TEST_KEY = "test/acc"
 TEST_AT_BEST_KEY = "test/acc_at_best_val"
 RATE_PREFIX = "rate/layer"
 SPEED_KEY = "perf/samples_per_s"
+SYNOPS_KEY = "synops/total"
+ENERGY_KEY = "energy/snn_nj"
+DERIVED_PREFIX = "data."  # params logged from the data (provenance), not config keys
 SEED_PARAM = "seed"
 
 
@@ -233,9 +236,17 @@ class RunStore:
 
 
 def varied_params(rows: Sequence[RunRow]) -> list[str]:
-    """Params whose value differs between runs (a missing param counts as a value),
-    sorted by name."""
-    keys = sorted({key for row in rows for key in row.params})
+    """Config params whose value differs between runs (a missing param counts as a
+    value), sorted by name. Derived ``data.*`` params (file hashes, sample counts)
+    follow from config keys and are left out."""
+    keys = sorted(
+        {
+            key
+            for row in rows
+            for key in row.params
+            if not key.startswith(DERIVED_PREFIX)
+        }
+    )
     return [key for key in keys if len({row.params.get(key) for row in rows}) > 1]
 
 
@@ -264,6 +275,8 @@ MEASURES: dict[str, Measure] = {
     "final test/acc": lambda row: row.metrics.get(TEST_KEY),
     "test@best val": lambda row: row.metrics.get(TEST_AT_BEST_KEY),
     "firing rate": lambda row: row.mean_rate,
+    "SynOps": lambda row: row.metrics.get(SYNOPS_KEY),
+    "energy nJ": lambda row: row.metrics.get(ENERGY_KEY),
     "wall s": lambda row: row.wall_s,
     "samples/s": lambda row: row.metrics.get(SPEED_KEY),
     "peak MB": lambda row: row.metrics.get(PEAK_RSS_KEY),

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import Tensor
+
 
 @dataclass(frozen=True)
 class FitStart:
@@ -75,6 +77,43 @@ class CheckpointSaved:
     kind: str
 
 
+@dataclass(frozen=True, eq=False)
+class Diagnostics:
+    """A look inside the network on fixed test samples, for plots (``track/``).
+
+    Emitted after every ``plot_every``-th epoch and after the last one. Tensors are
+    detached, on the CPU. Layers are listed input first: layer 0 is the encoded input,
+    layer l ≥ 1 the l-th LIF layer.
+
+    Attributes:
+        epoch: the epoch just finished, 1-based.
+        final: True after the last epoch.
+        samples: indices of the traced samples in the test split, int64 [S].
+        labels: their classes, int64 [S].
+        spikes: per layer, spikes of the traced samples, {0., 1.} [T, S, N_l]
+            (neurons flattened channel-major).
+        potentials: per LIF layer (no input), membrane potential u, [T, S, N_l],
+            same units as ``threshold``.
+        threshold: V_th of the LIF layers.
+        rates: per layer, each neuron's firing rate averaged over the first
+            ``samples_for_rates`` test samples and T, spikes per step, [N_l].
+        samples_for_rates: how many test samples ``rates`` averages over.
+        confusion: counts, rows = true class, columns = predicted, int64 [C, C], over
+            the test split as evaluated this epoch (None when it was not).
+    """
+
+    epoch: int
+    final: bool
+    samples: Tensor
+    labels: Tensor
+    spikes: list[Tensor]
+    potentials: list[Tensor]
+    threshold: float
+    rates: list[Tensor]
+    samples_for_rates: int
+    confusion: Tensor | None
+
+
 @dataclass(frozen=True)
 class FitEnd:
     """Training ended; ``status`` is ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``."""
@@ -97,6 +136,9 @@ class Hook:
 
     def on_epoch_end(self, event: EpochEnd) -> None:
         """Called after each epoch's evaluation, with its metrics."""
+
+    def on_diagnostics(self, event: Diagnostics) -> None:
+        """Called with a look inside the network (spikes, potentials, confusion)."""
 
     def on_checkpoint(self, event: CheckpointSaved) -> None:
         """Called after a checkpoint was written."""

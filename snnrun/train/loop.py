@@ -6,9 +6,10 @@ Hydra: it emits events (``train/hooks.py``) and the hooks decide what to show or
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,11 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from snnrun.models.readout import firing_rate, predict
+from snnrun.models.synops import SynOpsMeter, synops_metrics
 from snnrun.snn.memory import compact_spikes
 from snnrun.train.checkpoint import save_checkpoint
 from snnrun.train.hooks import (
     BatchEnd,
     CheckpointSaved,
+    Diagnostics,
     EpochEnd,
     EvalStart,
     FitEnd,
@@ -53,6 +56,20 @@ class Encoder(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
+def _add_confusion(
+    confusion: Tensor | None, predictions: Tensor, labels: Tensor, classes: int
+) -> Tensor:
+    """Running confusion counts, float64 [C·C] (index true·C + predicted)."""
+    counts = torch.bincount(labels * classes + predictions, minlength=classes**2)
+    counts = counts.double()
+    return counts if confusion is None else confusion + counts
+
+
+@contextlib.contextmanager
+def _no_meter() -> Iterator[None]:
+    yield None
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss or the weights became NaN or infinite; the last good checkpoint is kept.
 
@@ -66,13 +83,20 @@ class NonFiniteLossError(RuntimeError):
 class LoopSettings:
     """How long to train and what to keep. ``max_*`` cap batches per epoch (debug);
     ``test_every``: report the test set every N epochs (0: only the last epoch and
-    those with a new best validation accuracy)."""
+    those with a new best validation accuracy). ``diagnostics_every``: emit
+    :class:`Diagnostics` every N epochs and after the last (0: after the last only;
+    None: never), tracing ``diagnostics_traced`` test samples picked by
+    ``diagnostics_seed`` among the first ``diagnostics_batch``."""
 
     epochs: int
     max_batches: int | None = None
     max_eval_batches: int | None = None
     eval_repeats: int = 1
     test_every: int = 1
+    diagnostics_every: int | None = None
+    diagnostics_seed: int = 0
+    diagnostics_traced: int = 2
+    diagnostics_batch: int = 128
     checkpoint_dir: Path | None = None
     detect_anomaly: bool = False
 
@@ -124,6 +148,8 @@ class Trainer:
         self._mid_batch = False  # between a batch's first draw and its position update
         # eval generators' states at the start of an epoch's evaluation
         self._eval_rng: list[Tensor] | None = None
+        # counts of the last test evaluation, rows true class, columns predicted
+        self.confusion: Tensor | None = None
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current batch (signal handlers call this).
@@ -165,29 +191,51 @@ class Trainer:
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, loader: Loader, prefix: str = "val") -> dict[str, float]:
+    def evaluate(
+        self, loader: Loader, prefix: str = "val", synops: bool = False
+    ) -> dict[str, float]:
         """One (or ``eval_repeats``) stochastic pass(es) over ``loader``:
         ``<prefix>/loss`` and ``<prefix>/acc``; ``prefix="test"`` encodes with the
-        test split's own generator."""
+        test split's own generator and keeps the confusion matrix
+        (:attr:`confusion`). ``synops``: also count synaptic operations and energy
+        per sample (``models/synops.py``: ``synops/*``, ``energy/*``)."""
         self.net.eval()
         encoder = self.test_encoder if prefix == "test" else self.eval_encoder
         totals = RunningMetrics(self.device)
+        confusion: Tensor | None = None
         loader.set_epoch(0)
         limit = self._cap(len(loader), self.settings.max_eval_batches)
-        for index, (x, y) in enumerate(loader.iter_from(0)):
-            if index >= limit:
-                break
-            x, y = self._to_device(x, y)
-            rate = sum(
-                firing_rate(self.net(encoder(x)).spikes)
-                for _ in range(self.settings.eval_repeats)
-            )
-            rate = rate / self.settings.eval_repeats
-            totals.update(self.loss_fn(rate, y), predict(rate), y)
-            if self._stop_requested:
-                raise KeyboardInterrupt
+        repeats = self.settings.eval_repeats
+        with SynOpsMeter(self.net) if synops else _no_meter() as meter:
+            for index, (x, y) in enumerate(loader.iter_from(0)):
+                if index >= limit:
+                    break
+                x, y = self._to_device(x, y)
+                rate = sum(
+                    firing_rate(self.net(encoder(x)).spikes) for _ in range(repeats)
+                )
+                rate = rate / repeats
+                totals.update(self.loss_fn(rate, y), predict(rate), y)
+                if prefix == "test":
+                    classes = rate.shape[1]
+                    confusion = _add_confusion(confusion, predict(rate), y, classes)
+                if self._stop_requested:
+                    raise KeyboardInterrupt
         totals = totals.reduced(self.reduce)
-        return {f"{prefix}/loss": totals.loss, f"{prefix}/acc": totals.acc}
+        metrics = {f"{prefix}/loss": totals.loss, f"{prefix}/acc": totals.acc}
+        if prefix == "test" and confusion is not None:
+            classes = math.isqrt(confusion.numel())
+            counts = self._summed(confusion).round().long().cpu()
+            self.confusion = counts.view(classes, classes)
+        if meter is not None:  # totals.samples is already summed over the ranks
+            per_sample = self._summed(meter.synops) / (totals.samples * repeats)
+            metrics.update(synops_metrics(per_sample.tolist(), meter.macs.tolist()))
+        return metrics
+
+    def _summed(self, values: Tensor) -> Tensor:
+        """``values`` summed over all ranks (float64)."""
+        values = values.double()
+        return values if self.reduce is None else self.reduce(values)
 
     # -- one epoch ------------------------------------------------------------------
     def _run_epoch(
@@ -213,6 +261,8 @@ class Trainer:
         if improved:
             self._save("best")
         self._emit("on_epoch_end", EpochEnd(epoch, metrics))
+        if test is not None and self._diagnostics_due(epoch) and self.hooks:
+            self._emit("on_diagnostics", self.diagnose(test, epoch))
         return metrics
 
     def _evaluate_epoch(
@@ -234,14 +284,14 @@ class Trainer:
         self._eval_rng = [e.generator.get_state() for e in self._eval_encoders()]
         improved = False
         if val is not None:
-            metrics.update(self.evaluate(val, "val"))
+            metrics.update(self.evaluate(val, "val", synops=True))
             improved = metrics["val/acc"] >= self.position.best_acc
             if improved:
                 self.position.best_acc = metrics["val/acc"]
                 self.position.best_epoch = epoch
             metrics["val/acc_best"] = self.position.best_acc
         if test is not None and self._test_due(epoch, improved):
-            metrics.update(self.evaluate(test, "test"))
+            metrics.update(self.evaluate(test, "test", synops=val is None))
             if improved:
                 self.position.test_at_best = metrics["test/acc"]
             if self.position.test_at_best >= 0:
@@ -257,6 +307,56 @@ class Trainer:
             improved
             or epoch == self.settings.epochs
             or (every > 0 and epoch % every == 0)
+            or self._diagnostics_due(epoch)  # its confusion matrix is this epoch's
+        )
+
+    def _diagnostics_due(self, epoch: int) -> bool:
+        every = self.settings.diagnostics_every
+        if every is None:
+            return False
+        return epoch == self.settings.epochs or (every > 0 and epoch % every == 0)
+
+    @torch.no_grad()
+    def diagnose(self, test: Loader, epoch: int) -> Diagnostics:
+        """Record the network on the first ``diagnostics_batch`` test samples.
+
+        The input noise comes from a generator seeded with ``diagnostics_seed``
+        (the test encoder's own stream is restored afterwards), so every epoch sees
+        the same samples and the same input spikes, and resume stays exact.
+        """
+        s = self.settings
+        self.net.eval()
+        test.set_epoch(0)
+        x, y = next(iter(test.iter_from(0)))
+        x, y = self._to_device(x[: s.diagnostics_batch], y[: s.diagnostics_batch])
+        generator = self.test_encoder.generator
+        saved = None if generator is None else generator.get_state()
+        try:
+            if generator is not None:
+                generator.manual_seed(s.diagnostics_seed)
+            recording = self.net.record(self.test_encoder(x))
+        finally:
+            if generator is not None:
+                generator.set_state(saved)
+        layers = [recording.inputs, *recording.spikes]
+        picker = torch.Generator().manual_seed(s.diagnostics_seed)
+        picked = torch.randperm(len(y), generator=picker)[: s.diagnostics_traced]
+        picked = picked.sort().values
+
+        def traced(t: Tensor) -> Tensor:
+            return t.flatten(2)[:, picked.to(t.device)].float().cpu()
+
+        return Diagnostics(
+            epoch=epoch,
+            final=epoch == s.epochs,
+            samples=picked,
+            labels=y[picked.to(y.device)].cpu(),
+            spikes=[traced(t) for t in layers],
+            potentials=[traced(u) for u in recording.potentials],
+            threshold=float(self.net.stages[0].lif.params.threshold),
+            rates=[t.flatten(2).float().mean(dim=(0, 1)).cpu() for t in layers],
+            samples_for_rates=len(y),
+            confusion=self.confusion,
         )
 
     def _train_batches(

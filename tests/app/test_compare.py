@@ -94,3 +94,29 @@ def test_plot_needs_a_varied_param(tmp_path: Path) -> None:
     )
     with pytest.raises(QueryError, match="nothing varies"):
         plot(only_seeds, tmp_path / "x.png")
+
+
+def test_derived_data_params_are_no_columns_and_the_table_fits(tmp_path) -> None:
+    """``data.*`` params vary with the data, not the config: no columns. At 120
+    characters the least important measures go, and the caption says so."""
+    from rich.console import Console
+
+    from snnrun.app.compare import rich_table
+
+    rows = [run(d, s, 0.5 + 0.1 * int(s)) for d in ("0.1", "0.2") for s in ("0", "1")]
+    for row in rows:
+        row.params["data.files_sha256"] = "hash-" + row.params["stbp.decay"]
+        row.metrics.update({"synops/total": 123456.0, "energy/snn_nj": 111.1})
+        row.metrics.update({"test/acc": 0.5, "test/acc_at_best_val": 0.5})
+    comparison = Comparison.of(Target("sweep", "s", rows))
+    assert comparison.keys == ["stbp.decay"]
+    assert {"SynOps", "energy nJ"} <= set(comparison.header)
+    console = Console(width=120, record=True, file=(tmp_path / "out.txt").open("w"))
+    console.print(rich_table(comparison, 120))
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 120
+    assert "SynOps" in text and "123,456" in text
+    assert "not shown at this width (see --csv/--md): peak MB" in text
+    wide = Console(width=250, record=True, file=(tmp_path / "wide.txt").open("w"))
+    wide.print(rich_table(comparison, 250))
+    assert "not shown" not in wide.export_text()

@@ -213,12 +213,17 @@ def test_trainer_reduces_train_eval_and_rates(compose_cfg, tmp_path: Path) -> No
     initial = {k: v.clone() for k, v in parts.model.state_dict().items()}
     alone, doubled = fit(None), fit(twice)
     layers = len([k for k in alone if k.startswith("rate/")])
-    assert sorted(seen) == sorted([3, 3, 3, layers + 1])  # train, val, test, rates
+    classes = 10
+    # train, val, test totals; val SynOps per layer; test confusion; rates
+    assert sorted(seen) == sorted([3, 3, layers, 3, classes**2, layers + 1])
     for key in (
         "train/loss",
         "train/acc",
         "val/loss",
         "val/acc",
+        "synops/layer1",
+        "synops/total",
+        "energy/snn_nj",
         "test/loss",
         "test/acc",
         "rate/layer1",

@@ -276,8 +276,10 @@ def test_compare_tabulates_and_exports_the_sweep(grid: Sweep, tmp_path: Path) ->
     )
     assert done.returncode == 0, done.stderr
     header = next(line for line in done.stdout.splitlines() if "stbp.decay" in line)
-    for column in ("runs", "seeds", "best val/acc", "final val/acc", "firing rate"):
+    for column in ("runs", "seeds", "best val/acc", "firing rate", "SynOps"):
         assert column in header
+    assert "data." not in header  # derived params are no columns
+    assert max(len(line) for line in done.stdout.splitlines()) <= 120
     rows = [line for line in done.stdout.splitlines() if "│ 0." in line]
     assert [row.split("│")[1].strip() for row in rows] == ["0.1", "0.2"]
     assert all(" ± " in row and "0,1" in row for row in rows)
@@ -287,10 +289,23 @@ def test_compare_tabulates_and_exports_the_sweep(grid: Sweep, tmp_path: Path) ->
         ("0.1", "2", "0 1"),
         ("0.2", "2", "0 1"),
     ]
+    assert all(float(r["final val/acc mean"]) >= 0 for r in table)  # all in the CSV
+    assert all(float(r["SynOps mean"]) > 0 for r in table)
     assert files["md"].read_text().count("\n| 0.") == 2
     assert files["plot"].read_bytes()[:4] == b"\x89PNG"
     logged = MlflowClient(grid.uri).list_artifacts(parent.info.run_id, "compare")
     assert [a.path for a in logged] == ["compare/a.png"]
+
+
+@pytest.mark.slow
+def test_a_sweep_prints_the_config_tree_once(tmp_path: Path, shared_data: Path) -> None:
+    args = sweep_args(tmp_path / "out", shared_data, "seed=0,1")
+    args = [a.replace("trainer.progress=off", "trainer.progress=plain") for a in args]
+    done = snnrun(tmp_path, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("── stbp") == 1, done.stdout  # the tree's stbp branch
+    assert "sweep job 0: seed=0" in done.stdout
+    assert "sweep job 1: seed=1" in done.stdout
 
 
 @pytest.fixture

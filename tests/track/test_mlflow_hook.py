@@ -376,3 +376,40 @@ def test_without_a_spool_store_errors_still_propagate(
     hook._client = MlflowClient(tracking_uri=dead_http_store())
     with pytest.raises(Exception, match=r"127\.0\.0\.1"):
         hook.on_epoch_end(EpochEnd(1, {"val/acc": 0.1}))
+
+
+KIND = "mlflow.experimentKind"
+
+
+def test_experiments_open_in_the_training_view(store, client, experiment) -> None:
+    """New experiments get MLflow 3's kind tag; an older one without it gets it too;
+    a kind a user chose is never overwritten."""
+    make_hook(store, experiment).start()
+    tags = client.get_experiment_by_name(experiment).tags
+    assert tags[KIND] == "custom_model_development"
+
+    old = experiment + "-old"
+    bare = client.create_experiment(old, artifact_location(store, old))
+    make_hook(store, experiment + "-old").start()
+    assert client.get_experiment(bare).tags[KIND] == "custom_model_development"
+
+    name = experiment + "-chosen"
+    location = artifact_location(store, name)
+    chosen = client.create_experiment(name, location, tags={KIND: "genai_development"})
+    make_hook(store, experiment + "-chosen").start()
+    assert client.get_experiment(chosen).tags[KIND] == "genai_development"
+
+
+def test_the_end_of_a_run_prints_its_id_and_where_to_see_it(
+    store, client, experiment, capsys
+) -> None:
+    hook = make_hook(store, experiment)
+    run_epochs(hook, range(1, 3))
+    hook.on_fit_end(FitEnd("FINISHED", {"val/acc_best": 0.975, "train/loss": 0.1}))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    exp_id = client.get_experiment_by_name(experiment).experiment_id
+    assert line.startswith(f"MLflow run {hook.run_id} FINISHED (val/acc_best 0.975)")
+    assert f"mlflow ui --backend-store-uri {store} --port 5000" in line
+    assert line.endswith(
+        f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{hook.run_id}"
+    )

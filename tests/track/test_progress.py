@@ -164,3 +164,13 @@ def test_importing_progress_does_not_import_mlflow() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_epoch_line_keeps_synops_detail_in_mlflow_only() -> None:
+    from snnrun.models.synops import synops_metrics
+    from snnrun.track.progress import format_epoch_line
+
+    metrics = {"val/acc": 0.5, **synops_metrics([1000.0, 200.0], [5000.0, 100.0])}
+    line = format_epoch_line(1, 2, metrics)
+    assert "synops/total 1200" in line and "energy/snn_nj 1.08" in line
+    assert "synops/layer1" not in line and "energy/ann_nj" not in line

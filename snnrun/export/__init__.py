@@ -1,0 +1,1 @@
+"""Take a trained network elsewhere: NIR graphs (``nir.py``)."""
