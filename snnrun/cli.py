@@ -24,7 +24,8 @@ commands:
   compare compare the runs of a sweep (default: the newest) or an experiment:
             snnrun compare [SWEEP_ID | EXPERIMENT] [--csv F] [--md F] [--plot F.png]
 
-Runs are tracked in outputs/mlflow.db: `make mlflow-ui` to browse and compare them.
+Runs go to ./outputs/ in the current folder, tracked in ./outputs/mlflow.db:
+`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` (or `make mlflow-ui`).
 """
 
 

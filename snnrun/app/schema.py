@@ -10,6 +10,7 @@ when ``app/build.py`` creates them — still before any training tensor is alloc
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -26,20 +27,53 @@ from snnrun.snn import lif, surrogate
 # ruff: noqa: UP045
 
 
-def project_root() -> Path:
-    """The checkout holding ``conf/`` (``pip install -e .`` keeps the package there)."""
-    return Path(__file__).resolve().parents[2]
+def work_dir() -> Path:
+    """The folder relative defaults hang from: the current directory.
+
+    ``paths.output_root`` (``./outputs``, with the MLflow store ``outputs/mlflow.db``)
+    and the default data root (``./data``) live where the user runs ``snnrun``, never
+    inside the installed package or the checkout it came from.
+    """
+    return Path.cwd()
+
+
+# Kept for callers written when outputs lived in the checkout (``snnrun compare``'s
+# default store): it now means the current directory, like ``paths.root``.
+project_root = work_dir
+
+
+def checkout_conf() -> Path | None:
+    """``conf/`` of the source checkout this package was imported from, if any
+    (``pip install -e .`` or ``PYTHONPATH=<checkout>``)."""
+    checkout = Path(__file__).resolve().parents[2]
+    conf = checkout / "conf"
+    if (checkout / "setup.cfg").is_file() and (conf / "train.yaml").is_file():
+        return conf
+    return None
+
+
+def _packaged_conf() -> Path:
+    """``snnrun/conf`` inside an installed wheel (``setup.py`` maps ``conf/`` there)."""
+    return Path(str(importlib.resources.files("snnrun") / "conf"))
 
 
 def config_dir() -> Path:
-    """Absolute path of ``conf/``; a clear error when the install lost it."""
-    path = project_root() / "conf"
-    if not (path / "train.yaml").is_file():
+    """Absolute path of the config folder; a clear error when the install lost it.
+
+    A checkout's top-level ``conf/`` is the one source of truth and wins; an installed
+    wheel carries a copy of it as package data in ``snnrun/conf``.
+    """
+    checkout = checkout_conf()
+    if checkout is not None:
+        return checkout
+    packaged = _packaged_conf()
+    if not (packaged / "train.yaml").is_file():
         raise FileNotFoundError(
-            f"snnrun's config folder {path} is missing: install snnrun from a checkout "
-            "with `pip install -e .` so that conf/ stays beside the package"
+            f"snnrun's config folder {packaged} is missing: this install of snnrun is "
+            "incomplete; reinstall it (`pip install --force-reinstall snnrun`) or use "
+            "a checkout with `pip install -e .`"
         )
-    return path
+    return packaged
 
 
 def _choices(name: str, core: type[Enum]) -> type[Enum]:
@@ -154,9 +188,12 @@ class TrainerConfig:
 
 @dataclass
 class PathsConfig:
-    """Folders. ``data_root`` follows ``SNNRUN_DATA`` when that is set."""
+    """Folders, relative to the current directory unless set absolute.
 
-    root: str = "${snnrun_project_root:}"
+    ``data_root`` follows ``SNNRUN_DATA`` when that is set.
+    """
+
+    root: str = "${snnrun_cwd:}"
     data_root: str = "${oc.env:SNNRUN_DATA,${paths.root}/data}"
     output_root: str = "${paths.root}/outputs"
     cache_root: str = "${paths.output_root}/cache"
@@ -191,10 +228,10 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Put every schema into Hydra's ConfigStore (idempotent)."""
-    if not OmegaConf.has_resolver("snnrun_project_root"):
-        OmegaConf.register_new_resolver(
-            "snnrun_project_root", lambda: str(project_root())
-        )
+    # snnrun_project_root: the old name, still in configs saved by older checkpoints
+    for resolver in ("snnrun_cwd", "snnrun_project_root"):
+        if not OmegaConf.has_resolver(resolver):
+            OmegaConf.register_new_resolver(resolver, lambda: str(work_dir()))
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for group, registry in (("dataset", DATASETS), ("arch", ARCHS)):

@@ -34,6 +34,34 @@ def test_cfg_job_prints_the_composed_config(run_cli) -> None:
     assert re.search(r"decay: 0\.3", done.stdout)
 
 
+USER_EXPERIMENT = """\
+# @package _global_
+stbp:
+  decay: 0.37
+trainer:
+  epochs: 3
+"""
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_a_user_config_folder_adds_presets(run_cli, tmp_path: Path, how) -> None:
+    user = tmp_path / "myconf"
+    (user / "experiment").mkdir(parents=True)
+    (user / "experiment" / "my.yaml").write_text(USER_EXPERIMENT)
+    where = (
+        ["--config-dir", str(user)]
+        if how == "--config-dir"
+        else [f"hydra.searchpath=[file://{user}]"]
+    )
+    done = run_cli("train", *where, "experiment=my", "--cfg", "job")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"decay: 0\.37", done.stdout)
+    assert re.search(r"epochs: 3", done.stdout)
+    # the packaged presets stay selectable beside the user's
+    done = run_cli("train", *where, "experiment=paper_mnist_mlp", "--cfg", "job")
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.slow
 def test_train_then_eval_in_subprocesses(run_cli, tmp_path: Path) -> None:
     store = tmp_path / "out" / "mlflow.db"
