@@ -153,6 +153,13 @@ def test_installed_wheel_trains_and_evaluates_from_an_empty_folder(
     assert module.startswith(str(tmp_path / "venv")), where.stdout
     assert conf.startswith(str(tmp_path / "venv")) and conf.endswith("snnrun/conf")
 
+    helped = run(str(bin_dir / "snnrun"), "train", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "  dataset: detection, mnist, nmnist" in helped.stdout
+    assert "hydra/launcher: " in helped.stdout and "_schema" not in helped.stdout
+    rows = run(str(bin_dir / "snnrun"), "reproduce", "nosuch")
+    assert rows.returncode != 0 and "mnist-mlp" in rows.stderr  # packaged rows
+
     user = work / "myconf" / "experiment"
     user.mkdir(parents=True)
     (user / "my.yaml").write_text(USER_EXPERIMENT)

@@ -116,7 +116,24 @@ class ProgressMode(str, Enum):
 
 @dataclass
 class STBPConfig:
-    """Neuron and gradient hyper-parameters (names as in ../shared/docs/stbp.md)."""
+    """Neuron and gradient hyper-parameters (names as in docs/model.md).
+
+    Attributes:
+        threshold: V_th, the firing threshold, in units of u, > 0.
+        decay: τ, the membrane leak factor per time step, in [0, 1) (> 0 for exp).
+        time_steps: T, simulation steps per sample, > 0.
+        reset_form: leak/reset f(o) of the previous spike: exp, τ·exp(−o/τ) (paper),
+            or linear, τ·(1 − o) (the official code).
+        spike_cmp: the threshold comparison of g: ge (u ≥ V_th) or gt (u > V_th).
+        surrogate: surrogate derivative of the spike, h1 (rectangle) … h4 (see
+            docs/model.md).
+        surrogate_a: surrogate width a, > 0.
+        detach_reset: drop the gradient through the reset term (the TD-reset path).
+        td_grad: keep the temporal gradient paths; false = spatial-only ablation.
+        loss_form: paper: 1/(2S)·Σ‖y−r‖²; mean: torch MSELoss, 1/(S·C)·Σ‖y−r‖².
+        backend: fused (one autograd node per layer) or reference (autograd per
+            step); changes speed and memory, not the result.
+    """
 
     threshold: float = 0.5
     decay: float = 0.2
@@ -133,7 +150,18 @@ class STBPConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and LR schedule (×gamma after each epoch in ``milestones``)."""
+    """Optimiser and LR schedule (×gamma after each epoch in ``milestones``).
+
+    Attributes:
+        name: adam or sgd.
+        lr: learning rate.
+        betas: Adam's (β1, β2).
+        eps: Adam's ε.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty added by the optimiser.
+        milestones: epochs after which the learning rate is multiplied by gamma.
+        gamma: the factor applied at each milestone.
+    """
 
     name: OptimName = OptimName.adam
     lr: float = 1e-3
@@ -147,7 +175,15 @@ class OptimConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where runs are tracked. ``experiment`` None → the dataset's name."""
+    """Where runs are tracked.
+
+    Attributes:
+        name: mlflow, or none (no tracking).
+        tracking_uri: the MLflow store: sqlite:///<file> or an http(s) server.
+        experiment: MLflow experiment; null: the dataset's name.
+        run_name: MLflow run name; null: the overrides, else <dataset>-<arch>.
+        log_checkpoints: upload the checkpoints as run artifacts.
+    """
 
     name: LoggerName = LoggerName.mlflow
     tracking_uri: str = "sqlite:///${paths.output_root}/mlflow.db"
@@ -159,6 +195,21 @@ class LoggerConfig:
 @dataclass
 class TrainerConfig:
     """Loop settings. ``max_batches``/``max_eval_batches`` cap an epoch (debug runs).
+
+    Attributes:
+        epochs: number of training epochs.
+        batch_size: training samples per batch (per rank under torchrun).
+        eval_batch_size: samples per batch when evaluating validation and test.
+        max_batches: stop each training epoch after N batches; null: all.
+        max_eval_batches: evaluate at most N batches; null: all.
+        eval_repeats: evaluate each split N times (fresh encoding noise) and average.
+        test_every: evaluate the test split every N epochs (see below).
+        checkpoint: write checkpoints/last.pt and best.pt in the run folder.
+        progress: auto (bars on a terminal, log lines otherwise), rich, plain or off.
+        log_every: a progress log line every N batches (plain mode).
+        num_threads: torch CPU threads; null: torch's default.
+        detect_anomaly: autograd anomaly detection (slow; finds NaN sources).
+        compile: run forward and backward through torch.compile (see below).
 
     ``compile``: run the network's forward and backward through ``torch.compile``
     (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
@@ -190,7 +241,11 @@ class TrainerConfig:
 class PathsConfig:
     """Folders, relative to the current directory unless set absolute.
 
-    ``data_root`` follows ``SNNRUN_DATA`` when that is set.
+    Attributes:
+        root: the folder the defaults below hang from: the current directory.
+        data_root: datasets, one sub-folder each; $SNNRUN_DATA when set, else ./data.
+        output_root: run folders and the MLflow store; ./outputs.
+        cache_root: derived data (binned N-MNIST frames); <output_root>/cache.
     """
 
     root: str = "${snnrun_cwd:}"
@@ -201,15 +256,35 @@ class PathsConfig:
 
 @dataclass
 class SweepConfig:
-    """Multirun behaviour (``app/sweep.py``): ``force`` reruns a job even when a
-    finished run in the same experiment has the identical config."""
+    """Multirun behaviour (``app/sweep.py``).
+
+    Attributes:
+        force: rerun a job even when a finished run in the same experiment has the
+            identical config.
+    """
 
     force: bool = False
 
 
 @dataclass
 class TrainConfig:
-    """Root of ``snnrun train``: one field per config group plus run-wide keys."""
+    """Root of ``snnrun train``: one field per config group plus run-wide keys.
+
+    Attributes:
+        dataset: the dataset group (dataset=mnist|nmnist|detection).
+        arch: the architecture group (arch=mlp|cnn).
+        stbp: neuron and gradient settings.
+        optim: optimiser and schedule.
+        logger: run tracking.
+        trainer: loop settings.
+        paths: folders.
+        sweep: multirun behaviour.
+        seed: seeds every random stream of the run (weights, encoding, order).
+        device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1 or mps.
+        tags: extra MLflow tags, e.g. +tags.note=baseline.
+        resume: continue an interrupted run: its folder, its MLflow run id, or auto
+            (the newest).
+    """
 
     dataset: Any = MISSING
     arch: Any = MISSING
@@ -234,9 +309,12 @@ def register_configs() -> None:
             OmegaConf.register_new_resolver(resolver, lambda: str(work_dir()))
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    # Schemas live in their own group, schema/<group>/<name>, so that they never show
+    # up as choices of the group a user picks from (``dataset=``, ``arch=`` ...).
+    # Group files extend them with ``- /schema/<group>/<name>@_here_``.
     for group, registry in (("dataset", DATASETS), ("arch", ARCHS)):
         for name, (schema, _build) in registry.items():
-            cs.store(group=group, name=f"{name}_schema", node=schema)
-    cs.store(group="stbp", name="stbp_schema", node=STBPConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+    cs.store(group="schema/stbp", name="stbp", node=STBPConfig)
+    cs.store(group="schema/optim", name="optim", node=OptimConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)
