@@ -149,6 +149,10 @@ def test_outputs_store_and_data_default_to_the_current_directory(
     assert Path(cfg.paths.output_root) == tmp_path / "outputs"
     assert Path(cfg.paths.data_root) == tmp_path / "data"
     assert cfg.logger.tracking_uri == f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    from snnrun.app.compare import default_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri() == cfg.logger.tracking_uri  # compare reads it here
     monkeypatch.setenv("SNNRUN_DATA", "/somewhere/data")
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train")
