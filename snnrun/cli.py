@@ -33,7 +33,8 @@ commands:
   runs    list runs left RUNNING by a killed process; --clean marks them KILLED:
             snnrun runs [--clean] [--tracking-uri URI]
 
-Runs are tracked in outputs/mlflow.db: `make mlflow-ui` to browse and compare them.
+Runs go to ./outputs/ in the current folder, tracked in ./outputs/mlflow.db:
+`mlflow ui --backend-store-uri sqlite:///outputs/mlflow.db` (or `make mlflow-ui`).
 """
 
 

@@ -29,7 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     """Write the graph; exit 2 with one clear line when it cannot be exported."""
     args = parse(argv)
-    from snnrun.api import load
+    from snnrun.app.api import load
     from snnrun.export.nir import ExportError, to_nir, write
 
     try:

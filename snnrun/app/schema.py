@@ -10,6 +10,7 @@ when ``app/build.py`` creates them — still before any training tensor is alloc
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -26,20 +27,53 @@ from snnrun.snn import lif, surrogate
 # ruff: noqa: UP045
 
 
-def project_root() -> Path:
-    """The checkout holding ``conf/`` (``pip install -e .`` keeps the package there)."""
-    return Path(__file__).resolve().parents[2]
+def work_dir() -> Path:
+    """The folder relative defaults hang from: the current directory.
+
+    ``paths.output_root`` (``./outputs``, with the MLflow store ``outputs/mlflow.db``)
+    and the default data root (``./data``) live where the user runs ``snnrun``, never
+    inside the installed package or the checkout it came from.
+    """
+    return Path.cwd()
+
+
+# Kept for callers written when outputs lived in the checkout (``snnrun compare``'s
+# default store): it now means the current directory, like ``paths.root``.
+project_root = work_dir
+
+
+def checkout_conf() -> Path | None:
+    """``conf/`` of the source checkout this package was imported from, if any
+    (``pip install -e .`` or ``PYTHONPATH=<checkout>``)."""
+    checkout = Path(__file__).resolve().parents[2]
+    conf = checkout / "conf"
+    if (checkout / "setup.cfg").is_file() and (conf / "train.yaml").is_file():
+        return conf
+    return None
+
+
+def _packaged_conf() -> Path:
+    """``snnrun/conf`` inside an installed wheel (``setup.py`` maps ``conf/`` there)."""
+    return Path(str(importlib.resources.files("snnrun") / "conf"))
 
 
 def config_dir() -> Path:
-    """Absolute path of ``conf/``; a clear error when the install lost it."""
-    path = project_root() / "conf"
-    if not (path / "train.yaml").is_file():
+    """Absolute path of the config folder; a clear error when the install lost it.
+
+    A checkout's top-level ``conf/`` is the one source of truth and wins; an installed
+    wheel carries a copy of it as package data in ``snnrun/conf``.
+    """
+    checkout = checkout_conf()
+    if checkout is not None:
+        return checkout
+    packaged = _packaged_conf()
+    if not (packaged / "train.yaml").is_file():
         raise FileNotFoundError(
-            f"snnrun's config folder {path} is missing: install snnrun from a checkout "
-            "with `pip install -e .` so that conf/ stays beside the package"
+            f"snnrun's config folder {packaged} is missing: this install of snnrun is "
+            "incomplete; reinstall it (`pip install --force-reinstall snnrun`) or use "
+            "a checkout with `pip install -e .`"
         )
-    return path
+    return packaged
 
 
 def _choices(name: str, core: type[Enum]) -> type[Enum]:
@@ -82,7 +116,25 @@ class ProgressMode(str, Enum):
 
 @dataclass
 class STBPConfig:
-    """Neuron and gradient hyper-parameters (names as in ../shared/docs/stbp.md)."""
+    """Neuron and gradient hyper-parameters (names as in docs/model.md).
+
+    Attributes:
+        threshold: V_th, the firing threshold, in units of u, > 0.
+        decay: τ, the membrane leak factor per time step, in [0, 1) (> 0 for exp).
+        time_steps: T, simulation steps per sample, > 0.
+        reset_form: leak/reset f(o) of the previous spike: exp, τ·exp(−o/τ) (paper),
+            or linear, τ·(1 − o) (the official code).
+        spike_cmp: the threshold comparison of g: ge (u ≥ V_th) or gt (u > V_th).
+        surrogate: surrogate derivative of the spike, h1 (rectangle) … h4 (see
+            docs/model.md).
+        surrogate_a: surrogate width a, > 0.
+        detach_reset: drop the gradient through the reset term (the TD-reset path).
+        td_grad: keep the temporal gradient paths; false = spatial-only ablation.
+        loss_form: paper: 1/(2S)·Σ‖y−r‖²; mean: torch MSELoss, 1/(S·C)·Σ‖y−r‖².
+        backend: fused (one autograd node per layer, default), reference (autograd
+            per step), native (the fused loop in C++, CPU, built on first use) or
+            triton (Triton kernels, CUDA); changes speed and memory, not the result.
+    """
 
     threshold: float = 0.5
     decay: float = 0.2
@@ -99,7 +151,18 @@ class STBPConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and LR schedule (×gamma after each epoch in ``milestones``)."""
+    """Optimiser and LR schedule (×gamma after each epoch in ``milestones``).
+
+    Attributes:
+        name: adam or sgd.
+        lr: learning rate.
+        betas: Adam's (β1, β2).
+        eps: Adam's ε.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty added by the optimiser.
+        milestones: epochs after which the learning rate is multiplied by gamma.
+        gamma: the factor applied at each milestone.
+    """
 
     name: OptimName = OptimName.adam
     lr: float = 1e-3
@@ -113,17 +176,23 @@ class OptimConfig:
 
 @dataclass
 class LoggerConfig:
-    """Where runs are tracked. ``experiment`` None → the dataset's name.
+    """Where runs are tracked.
 
-    ``http_*`` bound every call to a tracking server (MLflow's
-    ``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES`` / ``_BACKOFF_FACTOR``, set for
-    the process from these): a server that disappears costs seconds, not MLflow's
-    default of minutes per call, and the run goes on with its records kept in the run
-    folder (``snnrun sync``).
-
-    ``plot_every``: upload spike diagnostics (rasters, potential traces, firing-rate
-    histograms, test confusion matrix) every N epochs and after the last one;
-    0: after the last epoch only; null: never.
+    Attributes:
+        name: mlflow, or none (no tracking).
+        tracking_uri: the MLflow store: sqlite:///<file> or an http(s) server.
+        experiment: MLflow experiment; null: the dataset's name.
+        run_name: MLflow run name; null: the overrides, else <dataset>-<arch>.
+        log_checkpoints: upload the checkpoints as run artifacts.
+        http_timeout_s: seconds one call to a tracking server may take (MLflow's
+            MLFLOW_HTTP_REQUEST_TIMEOUT, set for the process): a server that
+            disappears costs seconds, and the run goes on with its records kept in
+            the run folder (snnrun sync).
+        http_retries: retries of a failed call to a tracking server.
+        http_backoff: backoff factor between those retries, seconds.
+        plot_every: upload spike diagnostics (rasters, potential traces, firing-rate
+            histograms, test confusion matrix) every N epochs and after the last
+            one; 0: after the last epoch only; null: never.
     """
 
     name: LoggerName = LoggerName.mlflow
@@ -140,6 +209,23 @@ class LoggerConfig:
 @dataclass
 class TrainerConfig:
     """Loop settings. ``max_batches``/``max_eval_batches`` cap an epoch (debug runs).
+
+    Attributes:
+        epochs: number of training epochs.
+        batch_size: training samples per batch (per rank under torchrun).
+        eval_batch_size: samples per batch when evaluating validation and test.
+        max_batches: stop each training epoch after N batches; null: all.
+        max_eval_batches: evaluate at most N batches; null: all.
+        eval_repeats: evaluate each split N times (fresh encoding noise) and average.
+        test_every: evaluate the test split every N epochs (see below).
+        memory_check: estimate the peak memory before training; stop if it does not
+            fit (see below).
+        checkpoint: write checkpoints/last.pt and best.pt in the run folder.
+        progress: auto (bars on a terminal, log lines otherwise), rich, plain or off.
+        log_every: a progress log line every N batches (plain mode).
+        num_threads: torch CPU threads; null: torch's default.
+        detect_anomaly: autograd anomaly detection (slow; finds NaN sources).
+        compile: run forward and backward through torch.compile (see below).
 
     ``compile``: run the network's forward and backward through ``torch.compile``
     (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
@@ -174,9 +260,16 @@ class TrainerConfig:
 
 @dataclass
 class PathsConfig:
-    """Folders. ``data_root`` follows ``SNNRUN_DATA`` when that is set."""
+    """Folders, relative to the current directory unless set absolute.
 
-    root: str = "${snnrun_project_root:}"
+    Attributes:
+        root: the folder the defaults below hang from: the current directory.
+        data_root: datasets, one sub-folder each; $SNNRUN_DATA when set, else ./data.
+        output_root: run folders and the MLflow store; ./outputs.
+        cache_root: derived data (binned N-MNIST frames); <output_root>/cache.
+    """
+
+    root: str = "${snnrun_cwd:}"
     data_root: str = "${oc.env:SNNRUN_DATA,${paths.root}/data}"
     output_root: str = "${paths.root}/outputs"
     cache_root: str = "${paths.output_root}/cache"
@@ -184,15 +277,35 @@ class PathsConfig:
 
 @dataclass
 class SweepConfig:
-    """Multirun behaviour (``app/sweep.py``): ``force`` reruns a job even when a
-    finished run in the same experiment has the identical config."""
+    """Multirun behaviour (``app/sweep.py``).
+
+    Attributes:
+        force: rerun a job even when a finished run in the same experiment has the
+            identical config.
+    """
 
     force: bool = False
 
 
 @dataclass
 class TrainConfig:
-    """Root of ``snnrun train``: one field per config group plus run-wide keys."""
+    """Root of ``snnrun train``: one field per config group plus run-wide keys.
+
+    Attributes:
+        dataset: the dataset group (dataset=mnist|nmnist|detection).
+        arch: the architecture group (arch=mlp|cnn).
+        stbp: neuron and gradient settings.
+        optim: optimiser and schedule.
+        logger: run tracking.
+        trainer: loop settings.
+        paths: folders.
+        sweep: multirun behaviour.
+        seed: seeds every random stream of the run (weights, encoding, order).
+        device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1 or mps.
+        tags: extra MLflow tags, e.g. +tags.note=baseline.
+        resume: continue an interrupted run: its folder, its MLflow run id, or auto
+            (the newest).
+    """
 
     dataset: Any = MISSING
     arch: Any = MISSING
@@ -211,15 +324,18 @@ class TrainConfig:
 
 def register_configs() -> None:
     """Put every schema into Hydra's ConfigStore (idempotent)."""
-    if not OmegaConf.has_resolver("snnrun_project_root"):
-        OmegaConf.register_new_resolver(
-            "snnrun_project_root", lambda: str(project_root())
-        )
+    # snnrun_project_root: the old name, still in configs saved by older checkpoints
+    for resolver in ("snnrun_cwd", "snnrun_project_root"):
+        if not OmegaConf.has_resolver(resolver):
+            OmegaConf.register_new_resolver(resolver, lambda: str(work_dir()))
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    # Schemas live in their own group, schema/<group>/<name>, so that they never show
+    # up as choices of the group a user picks from (``dataset=``, ``arch=`` ...).
+    # Group files extend them with ``- /schema/<group>/<name>@_here_``.
     for group, registry in (("dataset", DATASETS), ("arch", ARCHS)):
         for name, (schema, _build) in registry.items():
-            cs.store(group=group, name=f"{name}_schema", node=schema)
-    cs.store(group="stbp", name="stbp_schema", node=STBPConfig)
-    cs.store(group="optim", name="optim_schema", node=OptimConfig)
-    cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+            cs.store(group=f"schema/{group}", name=name, node=schema)
+    cs.store(group="schema/stbp", name="stbp", node=STBPConfig)
+    cs.store(group="schema/optim", name="optim", node=OptimConfig)
+    cs.store(group="schema/logger", name="logger", node=LoggerConfig)

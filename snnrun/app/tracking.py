@@ -18,7 +18,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from snnrun.app.schema import project_root
+from snnrun.app.schema import checkout_conf
 from snnrun.data import DataMeta
 from snnrun.train.hooks import Hook
 
@@ -94,11 +94,15 @@ def run_name(cfg: DictConfig, overrides: list[str], meta: DataMeta) -> str:
 
 
 def git_commit() -> str | None:
-    """The checkout's HEAD commit, when snnrun runs from a git checkout."""
+    """The checkout's HEAD commit, when snnrun runs from a git checkout (an editable
+    install); None for an installed wheel, whatever folder the user works in."""
+    conf = checkout_conf()
+    if conf is None:
+        return None
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
-            cwd=project_root(),
+            cwd=conf.parent,
             capture_output=True,
             text=True,
             timeout=5,

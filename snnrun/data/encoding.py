@@ -18,8 +18,6 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from snnrun.snn.memory import mark_binary
-
 ENCODINGS = ("rate", "frames")
 
 
@@ -68,7 +66,7 @@ class RateEncoder:
             (self.time_steps, *x.shape), generator=self.generator, device=x.device
         )
         # Broadcasting p = x/255 over T draws every step in one kernel, no loop over t.
-        return mark_binary((r < x.float() / 255).float())
+        return (r < x.float() / 255).float()
 
 
 class FrameEncoder:

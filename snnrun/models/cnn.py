@@ -32,7 +32,14 @@ _GRAMMAR = (
 
 @dataclass
 class CNNConfig:
-    """``arch=cnn``: layer spec; the C-unit output layer is appended automatically."""
+    """``arch=cnn``: layer spec; the C-unit output layer is appended automatically.
+
+    Attributes:
+        name: registry key.
+        spec: layers joined by '-', e.g. 15C5-P2-40C5-P2-300: <out>C<k> a
+            convolution, P<k> an average pool, <n> a dense layer.
+        init: weight initialisation: stbp (the paper's) or default (torch's).
+    """
 
     name: str = "cnn"
     spec: str = "15C5-P2-40C5-P2-300"

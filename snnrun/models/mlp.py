@@ -18,7 +18,13 @@ from snnrun.snn import LIFParams
 
 @dataclass
 class MLPConfig:
-    """``arch=mlp``: hidden widths between the flattened input and the C outputs."""
+    """``arch=mlp``: hidden widths between the flattened input and the C outputs.
+
+    Attributes:
+        name: registry key.
+        hidden: widths of the hidden LIF layers, e.g. [800].
+        init: weight initialisation: stbp (the paper's) or default (torch's).
+    """
 
     name: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [800])

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from snnrun.models.readout import firing_rate, predict
 from snnrun.models.synops import SynOpsMeter, synops_metrics
-from snnrun.snn.memory import compact_spikes
+from snnrun.snn.memory import compact_spikes, mark_binary
 from snnrun.train.checkpoint import save_checkpoint
 from snnrun.train.hooks import (
     BatchEnd,
@@ -396,7 +396,7 @@ class Trainer:
     def _step(self, x: Tensor, y: Tensor) -> tuple[Any, Tensor, Tensor]:
         x, y = self._to_device(x, y)
         with compact_spikes():  # spikes kept for backward as uint8 (snn/memory.py)
-            out = self.model(self.train_encoder(x))
+            out = self.model(mark_binary(self.train_encoder(x)))
         loss = self.loss_fn(firing_rate(out.spikes), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

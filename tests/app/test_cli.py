@@ -34,24 +34,62 @@ def test_cfg_job_prints_the_composed_config(run_cli) -> None:
     assert re.search(r"decay: 0\.3", done.stdout)
 
 
+USER_EXPERIMENT = """\
+# @package _global_
+stbp:
+  decay: 0.37
+trainer:
+  epochs: 3
+"""
+
+
+@pytest.mark.parametrize("how", ["--config-dir", "hydra.searchpath"])
+def test_a_user_config_folder_adds_presets(run_cli, tmp_path: Path, how) -> None:
+    user = tmp_path / "myconf"
+    (user / "experiment").mkdir(parents=True)
+    (user / "experiment" / "my.yaml").write_text(USER_EXPERIMENT)
+    where = (
+        ["--config-dir", str(user)]
+        if how == "--config-dir"
+        else [f"hydra.searchpath=[file://{user}]"]
+    )
+    done = run_cli("train", *where, "experiment=my", "--cfg", "job")
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"decay: 0\.37", done.stdout)
+    assert re.search(r"epochs: 3", done.stdout)
+    # the packaged presets stay selectable beside the user's
+    done = run_cli("train", *where, "experiment=paper_mnist_mlp", "--cfg", "job")
+    assert done.returncode == 0, done.stderr
+
+
 @pytest.mark.slow
 def test_train_then_eval_in_subprocesses(run_cli, tmp_path: Path) -> None:
+    """A run that learns (chance is 10%), and eval of its best checkpoint reproduces
+    the test accuracy the run recorded for it, on the same 256 test samples."""
     store = tmp_path / "out" / "mlflow.db"
-    done = run_cli("train", *tiny("logger=mlflow"), *outputs(tmp_path))
+    learns = [
+        "dataset.train_limit=1024",
+        "dataset.val_size=256",
+        "dataset.test_limit=256",
+        "trainer.max_batches=null",
+        "trainer.max_eval_batches=null",
+    ]
+    done = run_cli("train", *tiny("logger=mlflow"), *learns, *outputs(tmp_path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "epoch 1/1" in done.stdout
-    (run,) = MlflowClient(f"sqlite:///{store}").search_runs(
-        [
-            e.experiment_id
-            for e in MlflowClient(f"sqlite:///{store}").search_experiments()
-            if e.name == "mnist"
-        ]
-    )
+    client = MlflowClient(f"sqlite:///{store}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "mnist"]
+    (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.status == "FINISHED"
+    recorded = run.data.metrics["test/acc_at_best_val"]
+    assert recorded >= 0.4, run.data.metrics
     (ckpt,) = (tmp_path / "out" / "train").glob("*/checkpoints/best.pt")
     evaluated = run_cli("eval", str(ckpt))
     assert evaluated.returncode == 0, evaluated.stderr
-    assert re.search(r"test/acc\s+\d+\.\d\d%", evaluated.stdout)
+    assert "256 test samples" in evaluated.stdout
+    match = re.search(r"test/acc\s+(\d+\.\d\d)%", evaluated.stdout)
+    assert match, evaluated.stdout
+    assert float(match.group(1)) == pytest.approx(100 * recorded, abs=0.006)
 
 
 @pytest.mark.parametrize(

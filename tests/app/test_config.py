@@ -130,7 +130,33 @@ def test_out_of_range_values_fail_before_training(
 
 
 def test_config_dir_is_the_checkout_conf() -> None:
-    assert (Path(CONF) / "train.yaml").is_file()
+    assert Path(__file__).resolve().parents[2] / "conf" == CONF
+    assert (CONF / "train.yaml").is_file()
+
+
+def test_outputs_store_and_data_default_to_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from snnrun.app.schema import register_configs
+
+    register_configs()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SNNRUN_DATA", raising=False)
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train")
+    assert Path(cfg.paths.output_root) == tmp_path / "outputs"
+    assert Path(cfg.paths.data_root) == tmp_path / "data"
+    assert cfg.logger.tracking_uri == f"sqlite:///{tmp_path}/outputs/mlflow.db"
+    from snnrun.app.compare import default_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert default_tracking_uri() == cfg.logger.tracking_uri  # compare reads it here
+    monkeypatch.setenv("SNNRUN_DATA", "/somewhere/data")
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        cfg = compose("train")
+    assert cfg.paths.data_root == "/somewhere/data"
 
 
 def test_stbp_schema_carries_every_neuron_parameter() -> None:
