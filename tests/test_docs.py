@@ -8,7 +8,7 @@ from pathlib import Path
 from snnrun.app import config_docs
 
 REPO = Path(__file__).resolve().parents[1]
-ROOMS = ("snn", "data", "models", "train", "track", "app")
+ROOMS = ("snn", "data", "models", "train", "track", "app", "export", "bench")
 
 
 def test_architecture_lists_the_config_groups_of_conf() -> None:
@@ -45,7 +45,7 @@ def test_architecture_names_every_room_and_extension_point() -> None:
     assert packages == set(ROOMS)
     for room in ROOMS:
         assert f"`snnrun/{room}/`" in page
-    for anchor in ("_BACKENDS", "fused.py", "DATASETS", "ARCHS", "Hook"):
+    for anchor in ("BACKENDS", "backends.py", "fused.py", "DATASETS", "ARCHS", "Hook"):
         assert anchor in page
 
 
