@@ -8,5 +8,8 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["snnrun", "snnrun.*"]), "snnrun.conf"],
     package_dir={"snnrun.conf": "conf"},
-    package_data={"snnrun.conf": ["*.yaml", "**/*.yaml"]},
+    package_data={
+        "snnrun.conf": ["*.yaml", "**/*.yaml"],
+        "snnrun.snn": ["*.cpp"],  # the native backend's source, compiled on first use
+    },
 )
