@@ -131,8 +131,9 @@ class STBPConfig:
         detach_reset: drop the gradient through the reset term (the TD-reset path).
         td_grad: keep the temporal gradient paths; false = spatial-only ablation.
         loss_form: paper: 1/(2S)·Σ‖y−r‖²; mean: torch MSELoss, 1/(S·C)·Σ‖y−r‖².
-        backend: fused (one autograd node per layer, default), reference (autograd
-            per step), native (the fused loop in C++, CPU, built on first use) or
+        backend: reference (autograd per step; the fastest on a CPU, default),
+            fused (one autograd node per layer: less than half the activation
+            memory), native (the fused loop in C++, CPU, built on first use) or
             triton (Triton kernels, CUDA); changes speed and memory, not the result.
     """
 
@@ -146,7 +147,7 @@ class STBPConfig:
     detach_reset: bool = False
     td_grad: bool = True
     loss_form: LossForm = LossForm.paper
-    backend: Backend = Backend.fused  # reference; native (C++, CPU); triton (CUDA)
+    backend: Backend = Backend.reference  # fused; native (C++, CPU); triton (CUDA)
 
 
 @dataclass

@@ -22,8 +22,9 @@ CNN_SPEC = "32C5-P2-64C5-P2-1024"
 SNNRUN_IMPLS = ("snnrun-reference", "snnrun-fused", "snnrun-native", "snnrun-compiled")
 PEER_IMPLS = ("spikingjelly", "snntorch", "norse")
 NOTES = {
-    "snnrun-reference": "snnrun, stbp.backend=reference: autograd through every step",
-    "snnrun-fused": "snnrun default, stbp.backend=fused: one autograd node per layer",
+    "snnrun-reference": "snnrun default, stbp.backend=reference: autograd through "
+    "every step",
+    "snnrun-fused": "snnrun, stbp.backend=fused: one autograd node per layer",
     "snnrun-native": "snnrun, stbp.backend=native: the fused recurrence as a C++ loop",
     "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true (inductor)",
     "spikingjelly": "SpikingJelly 2.0 multi-step LIFNode(tau=1.25, decay_input=False, "

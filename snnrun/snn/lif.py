@@ -89,8 +89,8 @@ class LIFParams(NamedTuple):
         surrogate_a: surrogate width a, > 0.
         detach_reset: drop the TD-reset gradient path.
         td_grad: keep the temporal gradient paths (false = spatial-only ablation).
-        backend: "fused" | "reference" (:class:`Backend`); changes speed and
-            memory, not the result.
+        backend: "reference" | "fused" | "native" | "triton" (:class:`Backend`);
+            changes speed and memory, not the result.
     """
 
     decay: float = 0.2
@@ -101,7 +101,7 @@ class LIFParams(NamedTuple):
     surrogate_a: float = 1.0
     detach_reset: bool = False
     td_grad: bool = True
-    backend: str = "fused"
+    backend: str = "reference"
 
     def validate(self) -> LIFParams:
         """Check every field; return a copy with plain strings and floats.

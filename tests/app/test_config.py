@@ -179,7 +179,7 @@ def test_a_backend_that_disagrees_with_the_reference_stops_the_run(
 
     monkeypatch.setattr(fused, "input_gradient", lambda u, g, p, fire, slope: g)
     with pytest.raises(ConfigError, match=r"stbp\.backend=fused fails its start-up"):
-        build_parts(compose_cfg("debug=fast"))
+        build_parts(compose_cfg("debug=fast", "stbp.backend=fused"))
     build_parts(compose_cfg("debug=fast", "stbp.backend=reference"))
 
 
