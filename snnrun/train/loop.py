@@ -145,6 +145,8 @@ class Trainer:
         self.extra_state = extra_state or {}  # e.g. the tracking run id, saved as is
         self.position = Position()
         self._stop_requested = False
+        self._epoch_metrics: tuple[int, dict[str, float]] | None = None
+        self._pending_epoch: tuple[int, dict[str, float]] | None = None
         self._mid_batch = False  # between a batch's first draw and its position update
         # eval generators' states at the start of an epoch's evaluation
         self._eval_rng: list[Tensor] | None = None
@@ -176,6 +178,9 @@ class Trainer:
         self._emit(
             "on_fit_start", FitStart(s.epochs, self.position.epoch, batches, samples)
         )
+        if self._pending_epoch is not None:  # resumed: re-send the last epoch's metrics
+            self._emit("on_epoch_end", EpochEnd(*self._pending_epoch))
+            self._pending_epoch = None
         try:
             with torch.autograd.set_detect_anomaly(s.detect_anomaly):
                 while self.position.epoch <= s.epochs:
@@ -256,7 +261,10 @@ class Trainer:
         self.position = replace(
             self.position, epoch=epoch + 1, batch=0, running=[], rates=None
         )
-        # checkpoints first: a slow or unreachable tracker must never cost an epoch
+        # checkpoints first: a slow or unreachable tracker must never cost an epoch;
+        # the metrics ride in the checkpoint, so a run killed before the trackers saw
+        # them hands them over on resume (trackers skip epochs they already hold)
+        self._epoch_metrics = (epoch, dict(metrics))
         self._save("last")
         if improved:
             self._save("best")
@@ -497,6 +505,12 @@ class Trainer:
                 "eval_encoder": self.eval_encoder.generator.get_state(),
                 "test_encoder": self.test_encoder.generator.get_state(),
             },
+            "epoch_metrics": {}
+            if self._epoch_metrics is None
+            else {
+                "epoch": self._epoch_metrics[0],
+                "metrics": {k: float(v) for k, v in self._epoch_metrics[1].items()},
+            },
             **self.extra_state,
         }
 
@@ -507,6 +521,9 @@ class Trainer:
         ``source`` (the file) is named when the weights do not fit the network."""
         load_module_states(state, self.net, self.optimizer, self.scheduler, source)
         self.position = Position.from_state(state)
+        done = state.get("epoch_metrics") or {}
+        if done and self.position.batch == 0:  # at an epoch boundary
+            self._pending_epoch = (int(done["epoch"]), dict(done["metrics"]))
         self.train_encoder.generator.set_state(state["rng"]["train_encoder"])
         self.eval_encoder.generator.set_state(state["rng"]["eval_encoder"])
         if (
