@@ -62,20 +62,31 @@ def test_every_installed_implementation_computes_the_same_forward(net: str) -> N
 
 
 @pytest.mark.slow
-def test_bench_writes_its_tables(run_cli, tmp_path: Path) -> None:
-    done = run_cli(
-        "bench",
-        "--configs",
-        "mlp10",
-        "--impls",
-        "snnrun-reference,snnrun-fused",
-        "--rounds",
-        "1",
-        "--seconds",
-        "0.3",
-        "--out",
-        str(tmp_path),
+def test_bench_writes_its_tables(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "snnrun",
+            "bench",
+            "--configs",
+            "mlp10",
+            "--impls",
+            "snnrun-reference,snnrun-fused",
+            "--rounds",
+            "1",
+            "--seconds",
+            "0.3",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
         timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     data = json.loads((tmp_path / "bench.json").read_text())
