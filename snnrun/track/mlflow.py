@@ -383,8 +383,13 @@ class MLflowHook(Hook):
         with tempfile.TemporaryDirectory(prefix="snnrun-diagnostics-") as tmp:
             try:
                 write_all(event, Path(tmp))
-            except Exception:
-                log.exception("could not draw the diagnostics of epoch %d", event.epoch)
+            except Exception as exc:  # pictures must not cost the run: one line
+                log.warning(
+                    "could not draw the diagnostics of epoch %d (%s: %s)",
+                    event.epoch,
+                    type(exc).__name__,
+                    exc,
+                )
                 return
             if self._offline:  # the store is away: pictures are not worth waiting for
                 return
@@ -403,10 +408,18 @@ class MLflowHook(Hook):
         self.finish(event.status)
         if self._run_id is None:
             return
+        if self._offline:  # the store is away: the records wait in the run folder
+            return
         try:  # a failing store must not mask the error that ended the fit
             line = self.summary_line(event)
-        except Exception:
-            log.exception("could not summarise MLflow run %s", self._run_id)
+        except Exception as exc:  # one line, no traceback: the run itself is fine
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc) else ""
+            log.warning(
+                "could not summarise MLflow run %s (%s: %s)",
+                self._run_id,
+                type(exc).__name__,
+                reason,
+            )
             return
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
