@@ -46,7 +46,7 @@ def available() -> bool:
     return _module() is not None
 
 
-def _constants(p: LIFParams, like: Tensor) -> tuple[Tensor, ...]:
+def leak_constants(p: LIFParams, like: Tensor) -> tuple[Tensor, ...]:
     """f(1), f(0), f'(1), f'(0) per neuron, computed by the core's own functions."""
     ones, zeros = torch.ones_like(like), torch.zeros_like(like)
     return (
@@ -61,7 +61,7 @@ class _NativeLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
         flat = x_seq.reshape(x_seq.shape[0], -1).contiguous()
-        consts = _constants(p, flat[0])
+        consts = leak_constants(p, flat[0])
         strict = p.spike_cmp == "gt"
         u = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
         ctx.save_for_backward(u, *consts)

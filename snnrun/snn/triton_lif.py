@@ -16,7 +16,8 @@ import os
 import torch
 from torch import Tensor
 
-from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope
+from snnrun.snn.lif import LIFParams
+from snnrun.snn.native import leak_constants as _constants
 
 try:
     import triton
@@ -103,16 +104,6 @@ if triton is not None:
                 du += du_next * carry  # du_next is 0 after the last step
             tl.store(grad_ptr + t * n + offsets, du, mask=mask)
             du_next = du
-
-
-def _constants(p: LIFParams, like: Tensor) -> tuple[Tensor, ...]:
-    ones, zeros = torch.ones_like(like), torch.zeros_like(like)
-    return (
-        leak_reset(ones, p),
-        leak_reset(zeros, p),
-        leak_reset_slope(ones, p),
-        leak_reset_slope(zeros, p),
-    )
 
 
 class _TritonLIF(torch.autograd.Function):
