@@ -31,7 +31,7 @@ $(STAMP): setup.cfg pyproject.toml
 	# torch first, pinned: the CPU wheel; an unpinned torch pulls multi-GB CUDA wheels
 	$(PY) -m pip install --quiet torch==2.13.0
 	# dev tools and the sweep plugins (Optuna sweeper, joblib and submitit launchers)
-	$(PY) -m pip install --quiet -e '.[dev,sweep]'
+	$(PY) -m pip install --quiet -e '.[dev,sweep,export]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install snnrun (editable), dev tools, sweep plugins

@@ -17,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from snnrun.app.schema import todays_schema
 from snnrun.train.checkpoint import CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -41,9 +42,40 @@ class ResumePoint:
 def find_resume_point(cfg: DictConfig) -> ResumePoint:
     """Resolve ``cfg.resume`` to a checkpoint and load it (weights only, no code)."""
     if str(cfg.resume) == "auto":
-        return _newest_unfinished(Path(cfg.paths.output_root))
-    run_dir, last = _checkpoint_of(cfg, str(cfg.resume))
-    return _point(str(cfg.resume), run_dir, last)
+        point = _newest_unfinished(Path(cfg.paths.output_root))
+    else:
+        run_dir, last = _checkpoint_of(cfg, str(cfg.resume))
+        point = _point(str(cfg.resume), run_dir, last)
+    added = fill_new_keys(point.config, todays_schema(point.config))
+    if added:
+        log.warning(
+            "resume: the checkpoint's config predates %d setting(s); using today's "
+            "defaults for them: %s",
+            len(added),
+            ", ".join(added),
+        )
+    return point
+
+
+def fill_new_keys(saved: DictConfig, schema: DictConfig, prefix: str = "") -> list[str]:
+    """Add to ``saved`` (in place) the keys of ``schema`` it lacks; return their names.
+
+    A checkpoint written before a setting existed (e.g. ``stbp.backend``) resumes with
+    today's default for it; every key the checkpoint has keeps its saved value.
+    Mandatory keys without a default (``???``) are left out.
+    """
+    added: list[str] = []
+    plain = OmegaConf.to_container(schema, resolve=False)
+    for key in schema:
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(schema, key):
+            continue
+        if key not in saved:
+            saved[key] = plain[key]
+            added.append(path)
+        elif OmegaConf.is_dict(saved[key]) and OmegaConf.is_dict(schema[key]):
+            added += fill_new_keys(saved[key], schema[key], f"{path}.")
+    return added
 
 
 def _point(target: str, run_dir: Path, last: Path) -> ResumePoint:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from snnrun.data.registry import DATASETS
 from snnrun.models import ARCHS
@@ -321,6 +321,18 @@ class TrainConfig:
     tags: dict[str, str] = field(default_factory=dict)
     # Continue an interrupted run: its folder, its MLflow run id, or "auto" (newest).
     resume: Optional[str] = None
+
+
+def todays_schema(saved: DictConfig) -> DictConfig:
+    """The root schema with today's defaults, its dataset and arch nodes those of the
+    options ``saved`` names (``arch: cnn`` gets the CNN schema): what a config saved
+    by an older snnrun is completed with on resume."""
+    schema = OmegaConf.structured(TrainConfig)
+    for group, registry in (("dataset", DATASETS), ("arch", ARCHS)):
+        name = OmegaConf.select(saved, f"{group}.name")
+        if name in registry:
+            schema[group] = OmegaConf.structured(registry[name][0])
+    return schema
 
 
 def register_configs() -> None:

@@ -23,9 +23,10 @@ from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from snnrun.app.build import build_parts
-from snnrun.app.resume import ResumeError, find_resume_point
+from snnrun.app.resume import ResumeError, fill_new_keys, find_resume_point
+from snnrun.app.schema import todays_schema
 from snnrun.app.tracking import resolved
-from snnrun.train.checkpoint import load_checkpoint
+from snnrun.train.checkpoint import load_checkpoint, save_checkpoint
 from snnrun.train.hooks import BatchEnd, EpochEnd, EvalStart, Hook
 from snnrun.train.loop import LoopSettings, Trainer
 
@@ -188,6 +189,41 @@ def test_resume_point_from_a_folder_a_checkpoint_file_and_auto(
     assert (by_file.state["epoch"], by_file.state["batch"]) == (2, 3)
     assert by_folder.config.trainer.epochs == 3
     assert by_folder.config.resume is None
+
+
+def test_resume_of_a_checkpoint_older_than_todays_settings(
+    cfg, compose_cfg, tmp_path: Path
+) -> None:
+    """A checkpoint saved before a setting existed resumes with today's default for
+    it and keeps every value it saved (a 100-epoch run outlives code changes)."""
+    run = tmp_path / "run"
+    trainer = make_trainer(cfg, run / "checkpoints", StopAt(("batch", 1, 2)))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(*trainer.loaders)
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    old = OmegaConf.create(state["config"])
+    del old.stbp["backend"], old.logger["http_timeout_s"]
+    old.stbp.decay = 0.123
+    state["config"] = OmegaConf.to_yaml(old)
+    save_checkpoint(run / "checkpoints" / "last.pt", state)
+
+    point = find_resume_point(compose_cfg(f"resume={run}"))
+    today = compose_cfg()
+    assert point.config.stbp.backend == today.stbp.backend
+    assert point.config.logger.http_timeout_s == today.logger.http_timeout_s
+    assert point.config.stbp.decay == 0.123  # saved values win
+
+
+def test_new_keys_come_from_the_saved_options_schema() -> None:
+    saved = OmegaConf.create(
+        {"arch": {"name": "cnn", "spec": "8C3-10"}, "dataset": {"name": "x"}, "seed": 3}
+    )
+    added = fill_new_keys(saved, todays_schema(saved))
+    assert "seed" not in added and saved.seed == 3
+    assert "arch.init" in added and "arch.hidden" not in added  # the CNN's schema
+    assert saved.arch.spec == "8C3-10"
+    assert {"stbp", "trainer"} <= set(added)  # whole nodes the saved config lacks
+    assert not [key for key in added if key.startswith("dataset")]  # unknown option
 
 
 def test_resume_of_a_finished_run_is_refused(cfg, compose_cfg, tmp_path) -> None:
