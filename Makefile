@@ -69,7 +69,7 @@ sweep: $(STAMP)  ## example sweep: decay x seed on a short MNIST run
 	$(SNNRUN) train -m stbp.decay=0.1,0.2,0.3 seed=0,1 trainer.epochs=1 $(ARGS)
 
 # snnrun writes ./outputs under the folder it runs in; make runs it here, so CURDIR.
-mlflow-ui: $(STAMP)  ## browse runs: MLflow UI on http://127.0.0.1:5000 (outputs/mlflow.db)
+mlflow-ui: $(STAMP)  ## browse runs: MLflow UI, http://127.0.0.1:5000/#/?workflowType=machine_learning
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/outputs/mlflow.db \
 	  --default-artifact-root file://$(CURDIR)/outputs/mlartifacts --host 127.0.0.1 --port 5000
 

@@ -15,7 +15,8 @@ setsid .venv/bin/mlflow ui --backend-store-uri "$STORE" --host 127.0.0.1 --port 
   > "$WORK/ui.log" 2>&1 &
 UI=$!
 trap 'kill -- -$UI 2>/dev/null || true' EXIT
-for _ in $(seq 60); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
+for _ in $(seq 180); do curl -sf "http://127.0.0.1:$PORT/health" >/dev/null && break; sleep 1; done
+curl -sf "http://127.0.0.1:$PORT/health" >/dev/null || { echo "mlflow ui did not start:" >&2; tail "$WORK/ui.log" >&2; exit 1; }
 IDS=$(.venv/bin/python - "$STORE" <<'PY'
 import sys
 from mlflow import MlflowClient
@@ -31,7 +32,15 @@ shot() {  # url, file
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$(mktemp -d)" --window-size=1400,900 --virtual-time-budget=15000 \
     --screenshot="$2" "$1" > /dev/null 2>&1
+  [ -s "$2" ] || { echo "no screenshot of $1" >&2; exit 1; }
 }
-shot "http://127.0.0.1:$PORT/#/experiments/$EXP" "$OUT/mlflow_experiment.png"
-shot "http://127.0.0.1:$PORT/#/experiments/$EXP/runs/$RUN/artifacts" "$OUT/mlflow_run_artifacts.png"
-echo "screenshots: $OUT/mlflow_experiment.png $OUT/mlflow_run_artifacts.png"
+# The URLs snnrun prints: the training view asked for by the URL (MLflow 3.17 opens
+# GenAI otherwise; the experiment-kind tag alone does not switch it).
+VIEW="workflowType=machine_learning"
+shot "http://127.0.0.1:$PORT/#/experiments/$EXP?$VIEW" "$OUT/mlflow_experiment.png"
+shot "http://127.0.0.1:$PORT/#/experiments/$EXP/runs/$RUN?$VIEW" "$OUT/mlflow_run.png"
+shot "http://127.0.0.1:$PORT/#/experiments/$EXP/runs/$RUN/artifacts?$VIEW" \
+  "$OUT/mlflow_run_artifacts.png"
+# What a bare URL shows (the view a first visit gets without the parameter).
+shot "http://127.0.0.1:$PORT/#/experiments/$EXP" "$WORK/bare.png"
+echo "screenshots: $OUT/mlflow_experiment.png $OUT/mlflow_run.png $OUT/mlflow_run_artifacts.png"

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope, lif_sequence
-from snnrun.snn.surrogate import SURROGATES
+from snnrun.snn import surrogate
 
 Fire = Callable[[Tensor], Tensor]
 """u → spikes o (same shape and dtype)."""
@@ -43,9 +43,8 @@ def firing(p: LIFParams) -> Fire:
 
 
 def surrogate_slope(p: LIFParams) -> Slope:
-    """h of ``p``: the surrogate ``SURROGATES[p.surrogate](u − V_th, a)``."""
-    h = SURROGATES[p.surrogate]
-    return lambda u: h(u - p.threshold, p.surrogate_a)
+    """h of ``p``: ``surrogate.slope_at(u, V_th, …)``, the reference's own window."""
+    return lambda u: surrogate.slope_at(u, p.threshold, p.surrogate, p.surrogate_a)
 
 
 def potentials(x_seq: Tensor, p: LIFParams, fire: Fire | None = None) -> Tensor:

@@ -109,6 +109,15 @@ def choice_name(value: object) -> str:
     return str(value.value if isinstance(value, Enum) else value)
 
 
+def slope_at(u: Tensor, threshold: float, surrogate: str, a: float) -> Tensor:
+    """h(u − V_th, a): the surrogate ∂o/∂u at potentials u (any shape, u's dtype).
+
+    The one place the window is centred on the threshold; the reference and fused
+    backends both call it as this module's global (a test may replace it).
+    """
+    return SURROGATES[surrogate](u - threshold, a)
+
+
 class _SpikeFunction(torch.autograd.Function):
     """g(u) forward, grad · h(u − V_th, a) backward. Saves u only (one tensor)."""
 
@@ -129,7 +138,7 @@ class _SpikeFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
         (u,) = ctx.saved_tensors
-        slope = SURROGATES[ctx.surrogate](u - ctx.threshold, ctx.a)
+        slope = slope_at(u, ctx.threshold, ctx.surrogate, ctx.a)
         return grad_spikes * slope, None, None, None, None
 
 

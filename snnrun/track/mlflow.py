@@ -78,6 +78,7 @@ TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # rather than asking for, or inferring, the GenAI one.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+UI_WORKFLOW = "machine_learning"  # the UI's own name of its model-training view
 SUMMARY_KEYS = ("val/acc_best", "test/acc_at_best_val", "test/acc", "energy/snn_nj")
 PEAK_RSS_KEY = "perf/peak_rss_mb"
 
@@ -438,9 +439,17 @@ class MLflowHook(Hook):
         )
 
     def run_url(self, host: str = "http://127.0.0.1:5000") -> str:
-        """The run's page in a local ``mlflow ui``."""
+        """The run's page in a local ``mlflow ui``, in the model-training view.
+
+        MLflow 3.17's UI picks its view from the URL's ``workflowType``, else from the
+        browser's last choice (GenAI at first); the experiment-kind tag alone does not
+        switch it, so the URL says it.
+        """
         experiment = self._client.get_run(self._run_id).info.experiment_id
-        return f"{host}/#/experiments/{experiment}/runs/{self._run_id}"
+        return (
+            f"{host}/#/experiments/{experiment}/runs/{self._run_id}"
+            f"?workflowType={UI_WORKFLOW}"
+        )
 
     # --- run creation -----------------------------------------------------------------
 

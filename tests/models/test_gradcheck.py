@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import snnrun.snn.fused as fused
+import snnrun.snn.surrogate as surrogate
 from snnrun.models import mlp
 from snnrun.models.gradcheck import compare_gradients, probe_window
 from snnrun.snn import LIF, SURROGATES, LIFParams
@@ -21,14 +21,17 @@ def test_window_sits_on_the_threshold(backend: str, surrogate: str) -> None:
     assert check.fires_at == pytest.approx(0.7, abs=2 * check.spacing)
 
 
-def test_a_surrogate_of_u_instead_of_u_minus_threshold_is_caught(monkeypatch) -> None:
-    """The known bug: h evaluated at u, so the window is centred on 0."""
+def off_centre(u, threshold, name, a):
+    """The known bug: h evaluated at u, not at u − V_th (window centred on 0)."""
+    return SURROGATES[name](u, a)
 
-    def off_centre(p):
-        return lambda u: SURROGATES[p.surrogate](u, p.surrogate_a)
 
-    monkeypatch.setattr(fused, "surrogate_slope", off_centre)
-    check = probe_window(LIF(LIFParams(threshold=0.7)))
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_a_surrogate_of_u_instead_of_u_minus_threshold_is_caught(
+    monkeypatch, backend: str
+) -> None:
+    monkeypatch.setattr(surrogate, "slope_at", off_centre)
+    check = probe_window(LIF(LIFParams(threshold=0.7, backend=backend)))
     assert not check.ok
     assert check.centre == pytest.approx(0.0, abs=1e-3)
 
@@ -39,11 +42,7 @@ def test_the_cli_reports_the_bug_with_exit_1(monkeypatch, capsys, shared_data) -
     overrides = ["debug=fast", f"paths.data_root={shared_data}", "arch.hidden=[32]"]
     assert gradcheck.main(overrides) == 0
     assert "PASS: every surrogate window is centred" in capsys.readouterr().out
-    monkeypatch.setattr(
-        fused,
-        "surrogate_slope",
-        lambda p: lambda u: SURROGATES[p.surrogate](u, p.surrogate_a),
-    )
+    monkeypatch.setattr(surrogate, "slope_at", off_centre)
     assert gradcheck.main(overrides) == 1
     out = capsys.readouterr().out
     assert "OFF THE THRESHOLD" in out and out.rstrip().endswith("firing threshold")

@@ -31,6 +31,9 @@ GRID = list(
 SHAPES = [(1, 4, 6), (5, 1, 6), (7, 3, 2, 4, 4), (30, 13, 9)]  # T=1, B=1, conv, odd
 
 
+CPU = torch.device("cpu")
+
+
 def params(
     reset_form="exp", td_grad=True, detach_reset=False, surrogate="h1", cmp="ge"
 ):
@@ -153,15 +156,16 @@ def test_networks_train_identically_on_every_backend(arch: str) -> None:
 
 
 def test_start_up_check_catches_a_broken_backend(monkeypatch) -> None:
-    p = params()
+    p = params()._replace(backend="fused")
+    assert fused.disagreement(p._replace(backend="reference"), CPU, torch.float32) is None
     native_p = p._replace(backend="native")
-    assert fused.disagreement(native_p, torch.device("cpu"), torch.float32) is None
-    assert fused.disagreement(p, torch.device("cpu"), torch.float32) is None
-    assert fused.disagreement(p, torch.device("cpu"), torch.float64) is None
+    assert fused.disagreement(native_p, CPU, torch.float32) is None
+    assert fused.disagreement(p, CPU, torch.float32) is None
+    assert fused.disagreement(p, CPU, torch.float64) is None
 
     def spatial_only(u, grad, p, fire, slope):  # a bug: the temporal paths are lost
         return grad * slope(u)
 
     monkeypatch.setattr(fused, "input_gradient", spatial_only)
-    problem = fused.disagreement(p, torch.device("cpu"), torch.float32)
+    problem = fused.disagreement(p, CPU, torch.float32)
     assert problem is not None and "gradients differ" in problem

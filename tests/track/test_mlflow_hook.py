@@ -412,4 +412,5 @@ def test_the_end_of_a_run_prints_its_id_and_where_to_see_it(
     assert f"mlflow ui --backend-store-uri {store} --port 5000" in line
     assert line.endswith(
         f"http://127.0.0.1:5000/#/experiments/{exp_id}/runs/{hook.run_id}"
+        "?workflowType=machine_learning"  # MLflow 3.17's UI: the training view
     )
