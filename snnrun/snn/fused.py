@@ -27,8 +27,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope, lif_sequence
 from snnrun.snn import surrogate
+from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope, lif_sequence
 
 Fire = Callable[[Tensor], Tensor]
 """u → spikes o (same shape and dtype)."""

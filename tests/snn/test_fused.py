@@ -157,7 +157,9 @@ def test_networks_train_identically_on_every_backend(arch: str) -> None:
 
 def test_start_up_check_catches_a_broken_backend(monkeypatch) -> None:
     p = params()._replace(backend="fused")
-    assert fused.disagreement(p._replace(backend="reference"), CPU, torch.float32) is None
+    assert (
+        fused.disagreement(p._replace(backend="reference"), CPU, torch.float32) is None
+    )
     native_p = p._replace(backend="native")
     assert fused.disagreement(native_p, CPU, torch.float32) is None
     assert fused.disagreement(p, CPU, torch.float32) is None
