@@ -28,7 +28,7 @@ PY
 )
 read -r EXP RUN <<< "$IDS"
 shot() {  # url, file
-  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+  timeout 180 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
     --user-data-dir="$(mktemp -d)" --window-size=1400,900 --virtual-time-budget=15000 \
     --screenshot="$2" "$1" > /dev/null 2>&1

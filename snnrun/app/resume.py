@@ -183,23 +183,9 @@ def _why_not(error: Exception) -> str:
 def _run_dir_of_mlflow_run(cfg: DictConfig, run_id: str) -> Path:
     if cfg.logger.name != "mlflow":
         raise ResumeError(f"resume={run_id} is neither a folder nor a checkpoint file")
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from snnrun.track.query import QueryError, RunStore
 
-    from snnrun.track.mlflow import sqlite_path
-
-    uri = cfg.logger.tracking_uri
-    not_found = f"resume={run_id} is not a folder, a checkpoint or a run id in {uri}"
-    db = sqlite_path(uri)
-    if db is not None and not db.is_file():  # do not create an empty store
-        raise ResumeError(f"{not_found} (there is no store at {db})")
     try:
-        run = MlflowClient(tracking_uri=uri).get_run(run_id)
-    except MlflowException as error:
-        raise ResumeError(not_found) from error
-    if "run_dir" not in run.data.tags:
-        raise ResumeError(
-            f"resume={run_id}: that MLflow run was not made by `snnrun train` (it has "
-            "no run_dir tag); pass the run folder instead"
-        )
-    return Path(run.data.tags["run_dir"])
+        return RunStore(cfg.logger.tracking_uri).run_dir_of(run_id)
+    except QueryError as error:
+        raise ResumeError(f"resume={error}") from error

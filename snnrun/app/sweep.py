@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import json
 import logging
-import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -284,20 +283,18 @@ def _plain(config: DictConfig, key: str) -> Any:
 
 def _close_parent(info: SweepInfo, summary: SweepSummary, status: str) -> None:
     """Log the summary on the parent run and set its final status."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, RunTag
+    from snnrun.track.mlflow import close_run
 
     assert info.parent_run_id is not None
-    client = MlflowClient(tracking_uri=info.tracking_uri)
-    now = int(time.time() * 1000)
-    client.log_batch(
-        info.parent_run_id,
-        metrics=[Metric(k, v, now, 0) for k, v in summary.metrics().items()],
-        tags=[RunTag(k, v[:5000]) for k, v in summary.tags().items()],
-    )
     jobs = [asdict(record) for record in summary.records]
-    client.log_text(info.parent_run_id, json.dumps(jobs, indent=2), "sweep_jobs.json")
-    client.set_terminated(info.parent_run_id, status=status)
+    close_run(
+        info.tracking_uri,
+        info.parent_run_id,
+        status,
+        summary.metrics(),
+        summary.tags(),
+        {"sweep_jobs.json": json.dumps(jobs, indent=2)},
+    )
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,28 @@ SUMMARY_KEYS = ("val/acc_best", "test/acc_at_best_val", "test/acc", "energy/snn_
 PEAK_RSS_KEY = "perf/peak_rss_mb"
 
 
+def close_run(
+    tracking_uri: str,
+    run_id: str,
+    status: str,
+    metrics: Mapping[str, float],
+    tags: Mapping[str, str],
+    texts: Mapping[str, str],
+) -> None:
+    """Log a final summary on an open run (metrics at step 0, tags, text artifacts
+    by file name) and set its terminal ``status``: how a sweep's parent run ends."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    now = _now_ms()
+    client.log_batch(
+        run_id,
+        metrics=[Metric(key, value, now, 0) for key, value in metrics.items()],
+        tags=[RunTag(key, value[:MAX_TAG_VAL_LENGTH]) for key, value in tags.items()],
+    )
+    for name, text in texts.items():
+        client.log_text(run_id, text, _artifact_name(name))
+    client.set_terminated(run_id, status=status)
+
+
 # --- small pure helpers -------------------------------------------------------------
 
 

@@ -17,11 +17,13 @@ import math
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
+from mlflow.exceptions import MlflowException
 
-from snnrun.track.mlflow import PEAK_RSS_KEY
+from snnrun.track.mlflow import PEAK_RSS_KEY, sqlite_path
 
 SWEEP_ID_TAG = "snnrun.sweep_id"
 """On a sweep's parent and on each of its child runs."""
@@ -35,6 +37,8 @@ CONFIG_HASH_TAG = "snnrun.config_hash"
 REUSED_TAG = "snnrun.reused_runs"
 """On a parent: ids of the finished runs its skipped jobs stand for."""
 ERROR_TAG = "snnrun.error"
+RUN_DIR_TAG = "run_dir"
+"""The run's folder on disk: ``resume=<run id>`` finds its checkpoints there."""
 PARENT_TAG = "mlflow.parentRunId"
 
 # metric names as the trainer and the MLflow hook log them
@@ -202,6 +206,29 @@ class RunStore:
                 rows.append(RunRow.of(self.client.get_run(run_id)))
                 known.add(run_id)
         return rows
+
+    def run_dir_of(self, run_id: str) -> Path:
+        """The folder of the snnrun run ``run_id`` (its ``run_dir`` tag).
+
+        Raises QueryError when the store does not exist (it is not created), holds
+        no such run, or the run was not made by ``snnrun train``.
+        """
+        not_found = (
+            f"{run_id} is not a folder, a checkpoint or a run id in {self.tracking_uri}"
+        )
+        db = sqlite_path(self.tracking_uri)
+        if db is not None and not db.is_file():  # do not create an empty store
+            raise QueryError(f"{not_found} (there is no store at {db})")
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as error:
+            raise QueryError(not_found) from error
+        if RUN_DIR_TAG not in run.data.tags:
+            raise QueryError(
+                f"{run_id}: that MLflow run was not made by `snnrun train` (it has "
+                f"no {RUN_DIR_TAG} tag); pass the run folder instead"
+            )
+        return Path(run.data.tags[RUN_DIR_TAG])
 
     def resolve(self, target: str | None) -> Target:
         """``None`` → the newest sweep; else a sweep id, a parent run id or an

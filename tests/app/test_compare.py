@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from snnrun.app.compare import Comparison, markdown, plot, write_csv
+from snnrun.track.comparison import Comparison, markdown, plot, write_csv
 from snnrun.track.query import QueryError, RunRow, Target
 
 
@@ -101,7 +101,7 @@ def test_derived_data_params_are_no_columns_and_the_table_fits(tmp_path) -> None
     characters the least important measures go, and the caption says so."""
     from rich.console import Console
 
-    from snnrun.app.compare import rich_table
+    from snnrun.track.comparison import rich_table
 
     rows = [run(d, s, 0.5 + 0.1 * int(s)) for d in ("0.1", "0.2") for s in ("0", "1")]
     for row in rows:
