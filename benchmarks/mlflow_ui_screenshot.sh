@@ -37,7 +37,8 @@ shot() {  # url, file
 # The URLs snnrun prints: the training view asked for by the URL (MLflow 3.17 opens
 # GenAI otherwise; the experiment-kind tag alone does not switch it).
 VIEW="workflowType=machine_learning"
-shot "http://127.0.0.1:$PORT/#/experiments/$EXP?$VIEW" "$OUT/mlflow_experiment.png"
+shot "http://127.0.0.1:$PORT/#/experiments/$EXP/runs?$VIEW&viewStateShareKey=snnrun" \
+  "$OUT/mlflow_experiment.png"
 shot "http://127.0.0.1:$PORT/#/experiments/$EXP/runs/$RUN?$VIEW" "$OUT/mlflow_run.png"
 shot "http://127.0.0.1:$PORT/#/experiments/$EXP/runs/$RUN/artifacts?$VIEW" \
   "$OUT/mlflow_run_artifacts.png"

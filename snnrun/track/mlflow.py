@@ -20,6 +20,7 @@ call may take is bounded by ``logger.http_*`` (``app/tracking.py`` sets MLflow's
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import sys
@@ -64,6 +65,9 @@ __all__ = [
     "TrackingError",
     "artifact_location",
     "check_store",
+    "close_run",
+    "experiment_tags",
+    "experiment_url",
     "param_value",
     "peak_rss_mb",
     "sqlite_path",
@@ -79,8 +83,42 @@ TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 UI_WORKFLOW = "machine_learning"  # the UI's own name of its model-training view
+# A saved view of the runs table (MLflow 3's "share view"): an experiment tag
+# ``mlflow.sharedViewState.<key>`` whose JSON the UI applies when the URL carries
+# ``viewStateShareKey=<key>``. snnrun's view shows the columns a researcher reads first.
+VIEW_KEY = "snnrun"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = (
+    "val/acc_best",
+    "test/acc_at_best_val",
+    "test/acc",
+    "rate/layer1",
+    "synops/total",
+    "energy/snn_nj",
+    "perf/samples_per_s",
+)
 SUMMARY_KEYS = ("val/acc_best", "test/acc_at_best_val", "test/acc", "energy/snn_nj")
 PEAK_RSS_KEY = "perf/peak_rss_mb"
+
+
+def experiment_tags() -> dict[str, str]:
+    """Tags of an experiment snnrun creates: the training view, snnrun's table view."""
+    columns = [f"metrics.`{key}`" for key in VIEW_COLUMNS]
+    view = {
+        "selectedColumns": columns,
+        "orderByKey": columns[0],
+        "orderByAsc": False,
+    }
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps(view)}
+
+
+def experiment_url(experiment_id: str, host: str = "http://127.0.0.1:5000") -> str:
+    """An experiment's runs table in a local ``mlflow ui``: the training view with
+    snnrun's columns (best val/acc first)."""
+    return (
+        f"{host}/#/experiments/{experiment_id}/runs"
+        f"?workflowType={UI_WORKFLOW}&viewStateShareKey={VIEW_KEY}"
+    )
 
 
 def close_run(
@@ -489,7 +527,7 @@ class MLflowHook(Hook):
                 return self._client.create_experiment(
                     self._experiment,
                     artifact_location=location,
-                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
+                    tags=experiment_tags(),
                 )
             except MlflowException:
                 # A parallel job of the same sweep may have created it just now.
@@ -499,10 +537,9 @@ class MLflowHook(Hook):
         if experiment.lifecycle_stage == "deleted":
             log.warning("restoring the deleted MLflow experiment %r", self._experiment)
             self._client.restore_experiment(experiment.experiment_id)
-        if EXPERIMENT_KIND_TAG not in experiment.tags:  # older ones; never override
-            self._client.set_experiment_tag(
-                experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
-            )
+        for key, value in experiment_tags().items():  # older ones; never override
+            if key not in experiment.tags:
+                self._client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
 
     def _reopen_run(self, run_id: str) -> dict[str, str]:

@@ -6,6 +6,7 @@ about a second); each test uses its own experiment, named after the test.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from snnrun.track.mlflow import (
     TrackingError,
     artifact_location,
     check_store,
+    experiment_url,
 )
 from snnrun.train.hooks import CheckpointSaved, EpochEnd, FitEnd, FitStart
 
@@ -398,6 +400,27 @@ def test_experiments_open_in_the_training_view(store, client, experiment) -> Non
     chosen = client.create_experiment(name, location, tags={KIND: "genai_development"})
     make_hook(store, experiment + "-chosen").start()
     assert client.get_experiment(chosen).tags[KIND] == "genai_development"
+
+
+def test_experiments_carry_snnruns_table_view(store, client, experiment) -> None:
+    """The runs table's saved view (MLflow's share-view tag): accuracy, firing rate
+    and SynOps columns, best val/acc first; the URL snnrun documents selects it."""
+    make_hook(store, experiment).start()
+    found = client.get_experiment_by_name(experiment)
+    view = json.loads(found.tags["mlflow.sharedViewState.snnrun"])
+    assert view["selectedColumns"][:3] == [
+        "metrics.`val/acc_best`",
+        "metrics.`test/acc_at_best_val`",
+        "metrics.`test/acc`",
+    ]
+    assert {"metrics.`rate/layer1`", "metrics.`synops/total`"} <= set(
+        view["selectedColumns"]
+    )
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`val/acc_best`", False)
+    assert experiment_url(found.experiment_id).endswith(
+        f"/#/experiments/{found.experiment_id}/runs"
+        "?workflowType=machine_learning&viewStateShareKey=snnrun"
+    )
 
 
 def test_the_end_of_a_run_prints_its_id_and_where_to_see_it(
