@@ -8,7 +8,7 @@ load change on a shared machine hits every variant alike):
                          STBP code's pattern), torch's default Adam: the baseline
     snnrun eager         the model snnrun builds (app/build.py: layerwise, FoldTime +
                          LIF over unbind), torch's default Adam (snnrun before fusing)
-    snnrun + fused Adam  what `snnrun train` builds now (app/speed.py: Adam fused=True)
+    snnrun + fused Adam  what `snnrun train` builds now (train/speed.py: Adam fused=True)
     snnrun + compile     `trainer.compile=true` (nn.Module.compile) + fused Adam
 
 One step = what Trainer._step does: encode the uint8 batch (Bernoulli, T draws),
@@ -67,12 +67,12 @@ from snnrun.app.build import (  # noqa: E402
     seeded_generator,
 )
 from snnrun.app.schema import config_dir, register_configs  # noqa: E402
-from snnrun.app.speed import compile_model  # noqa: E402
 from snnrun.data import DataBundle  # noqa: E402
 from snnrun.data.encoding import make_encoder  # noqa: E402
 from snnrun.models import SpikingNet  # noqa: E402
 from snnrun.models.readout import firing_rate, stbp_loss  # noqa: E402
 from snnrun.snn import LIFParams, LIFState, lif_step  # noqa: E402
+from snnrun.train.speed import compile_model  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 MATH = ("stbp=code", "stbp.spike_cmp=gt", "optim=adam")

@@ -16,12 +16,6 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from snnrun import seeding
-from snnrun.app.speed import (
-    CompileUnavailableError,
-    check_compile_backend,
-    compile_model,
-    make_adam,
-)
 from snnrun.data import ArraySplit, BuildContext, DataBundle, DataMeta
 from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
@@ -34,6 +28,12 @@ from snnrun.snn.lif import LIFParams
 from snnrun.train import memory_plan
 from snnrun.train.loop import LossFn
 from snnrun.train.memory_plan import MemoryPlan
+from snnrun.train.speed import (
+    CompileUnavailableError,
+    check_compile_backend,
+    compile_model,
+    make_adam,
+)
 
 
 class ConfigError(ValueError):

@@ -232,7 +232,7 @@ class TrainerConfig:
     (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
     rounding may flip a spike where |u − V_th| ≈ 1e-5. Compiling happens in epoch 1
     (tens of seconds on a CPU, once per batch shape), so it pays on long runs only;
-    measured gains in ``benchmarks/results/``. See ``snnrun/app/speed.py``.
+    measured gains in ``benchmarks/results/``. See ``snnrun/train/speed.py``.
 
     ``test_every``: evaluate the test split (``test/*``, reported, never selected on)
     every N epochs; 0: only after the last epoch and after each epoch whose

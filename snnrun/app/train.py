@@ -4,7 +4,7 @@ Reads top to bottom. Hydra composes ``conf/train.yaml`` with the command-line
 overrides; everything else happens in :func:`train`, which the tests also call.
 
 Under ``torchrun --nproc_per_node=N -m snnrun train ...`` :func:`main` first joins
-the process group and pins one run folder for all ranks (``app/distributed.py``);
+the process group and pins one run folder for all ranks (``train/distributed.py``);
 :func:`train` then wraps the model in DDP and lets rank 0 alone print, track and save.
 """
 
@@ -21,7 +21,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from snnrun import seeding
-from snnrun.app import distributed
 from snnrun.app.build import (
     Parts,
     build_parts,
@@ -36,6 +35,7 @@ from snnrun.app.sweep_job import SweepJob, crashed_run_dir, job_of, reuse_finish
 from snnrun.app.tracking import make_progress, make_tracker, resolved
 from snnrun.data import DataMeta
 from snnrun.seeding import derive_seed
+from snnrun.train import distributed
 from snnrun.train.hooks import Hook
 from snnrun.train.loop import LoopSettings, Trainer
 

@@ -81,7 +81,7 @@ def _snnrun(impl: str, net: str) -> tuple[nn.Module, Forward]:
             cnn.CNNConfig(spec=CNN_SPEC, init="default"), (1, 28, 28), 10, p
         )
     if impl == "snnrun-compiled":
-        from snnrun.app.speed import compile_model
+        from snnrun.train.speed import compile_model
 
         compile_model(model, torch.device("cpu"))
     return model, lambda x: model(x).spikes.mean(0)

@@ -25,10 +25,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from snnrun.app import distributed
 from snnrun.app.build import build_parts
 from snnrun.app.train import train
 from snnrun.seeding import derive_seed
+from snnrun.train import distributed
 from snnrun.train.checkpoint import load_checkpoint
 from snnrun.train.loop import LoopSettings, Trainer
 from snnrun.train.metrics import RunningMetrics

@@ -1,4 +1,4 @@
-"""Speed switches (``app/speed.py``): fused Adam and ``trainer.compile``.
+"""Speed switches (``train/speed.py``): fused Adam and ``trainer.compile``.
 
 Both must leave the computation as it was: the fused Adam kernel follows the for-loop
 kernel's update rule up to float rounding, and the compiled network gives the eager
@@ -16,10 +16,10 @@ import pytest
 import torch
 from torch import nn
 
-from snnrun.app import speed
 from snnrun.app.build import ConfigError, build_parts
 from snnrun.models import cnn, mlp
 from snnrun.snn import LIFParams
+from snnrun.train import speed
 
 from .conftest import tiny
 
