@@ -35,6 +35,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0, help="timed per run")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda[:N]; implementations that cannot run there are left out",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
 
@@ -42,7 +47,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def available(impl: str) -> bool:
     if impl.startswith("snnrun"):
         return True
-    module = {"spikingjelly": "spikingjelly", "snntorch": "snntorch", "norse": "norse"}
+    module = {
+        "spikingjelly": "spikingjelly",
+        "snntorch": "snntorch",
+        "norse": "norse",
+    }
     code = f"import {module[impl]}"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, check=False
@@ -78,6 +87,7 @@ def main(argv: list[str]) -> int:
             f"impls: {', '.join(ALL_IMPLS)}), or --rounds < 1\n"
         )
         return 2
+    impls = [i for i in impls if nets.runs_on(i, args.device)]
     missing = [i for i in impls if not available(i)]
     impls = [i for i in impls if i not in missing]
     raw = []
@@ -93,6 +103,7 @@ def main(argv: list[str]) -> int:
                     batch=args.batch,
                     threads=args.threads,
                     seconds=args.seconds,
+                    device=args.device,
                 )
                 result = run_worker(spec)
                 result.update(config=config, round=round_)
@@ -151,6 +162,10 @@ def summarise(raw: list[dict], configs: list[str], impls: list[str]) -> dict:
                     "gemm_flops_per_s",
                 )
             }
+            if ok[0].get("peak_device_mb") is not None:
+                med["peak_device_mb"] = statistics.median(
+                    r["peak_device_mb"] for r in ok
+                )
             bound = gemm / flops.train_flops(net, steps)
             med["roofline_samples_per_s"] = bound
             med["roofline_share"] = med["train_samples_per_s"] / bound
@@ -176,32 +191,38 @@ def markdown(table: dict, configs: list[str], impls: list[str], meta: dict) -> s
         f"{meta['threads']} threads; medians of {meta['rounds']} alternating rounds.",
         "",
     ]
+    cuda = meta.get("device", "cpu").startswith("cuda")
+    memory = "peak GPU MB" if cuda else "peak RSS MB"
+    peers = [p for p in nets.PEER_IMPLS if p in impls]
     for config in configs:
         net, steps = CONFIGS[config]
         lines += [
             f"## {config}: {net.upper()} T={steps} "
             f"({flops.train_flops(net, steps) / 1e6:,.1f} MFLOP per training sample)",
             "",
-            "| implementation | train samples/s | vs SpikingJelly | vs snnTorch | "
-            "vs Norse | % of fp32 roofline | eval samples/s | eval/train | "
-            "activation MB | peak RSS MB |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| implementation | train samples/s | "
+            + "".join(f"vs {p} | " for p in peers)
+            + "% of fp32 roofline | eval samples/s | eval/train | "
+            f"activation MB | {memory} |",
+            "| --- | ---: |" + " ---: |" * (len(peers) + 5),
         ]
         for impl in impls:
             row = table[config].get(impl, {})
             if "error" in row or not row:
-                lines.append(f"| {impl} | error: {row.get('error')} |" + " |" * 9)
+                lines.append(
+                    f"| {impl} | error: {row.get('error')} |" + " |" * (len(peers) + 5)
+                )
                 continue
             ratio = row["ratio"]
             cells = [
                 impl,
                 f"{row['train_samples_per_s']:,.0f}",
-                *(f"{ratio[p]:.2f}×" if p in ratio else "n/a" for p in nets.PEER_IMPLS),
+                *(f"{ratio[p]:.2f}×" if p in ratio else "n/a" for p in peers),
                 f"{100 * row['roofline_share']:.0f}%",
                 f"{row['eval_samples_per_s']:,.0f}",
                 f"{row['eval_samples_per_s'] / row['train_samples_per_s']:.1f}×",
                 f"{row['activation_mb']:.1f}",
-                f"{row['peak_rss_mb']:,.0f}",
+                f"{row['peak_device_mb' if cuda else 'peak_rss_mb']:,.0f}",
             ]
             lines.append("| " + " | ".join(cells) + " |")
         first = next(r for r in table[config].values() if "error" not in r)
@@ -223,10 +244,13 @@ def markdown(table: dict, configs: list[str], impls: list[str], meta: dict) -> s
 def _meta(args: argparse.Namespace, missing: list[str]) -> dict:
     import torch
 
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    if args.device.startswith("cuda"):
+        machine = f"{torch.cuda.get_device_name(torch.device(args.device))}; {machine}"
     return {
         "command": "snnrun bench " + " ".join(sys.argv[2:]),
-        "machine": f"{platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores",
+        "device": args.device,
+        "machine": machine,
         "torch": torch.__version__,
         "batch": args.batch,
         "threads": args.threads,

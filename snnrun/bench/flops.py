@@ -34,16 +34,27 @@ def eval_flops(net: str, steps: int) -> float:
     return steps * sum(2.0 * k * n * p for k, n, p in LAYERS[net])
 
 
-def gemm_rate(rows: int = 1000, inner: int = 784, cols: int = 800) -> float:
-    """Measured fp32 matmul rate in FLOP/s at a typical MLP shape (best of 5)."""
-    a, b = torch.randn(rows, inner), torch.randn(inner, cols)
+def gemm_rate(
+    rows: int = 1000,
+    inner: int = 784,
+    cols: int = 800,
+    device: torch.device | str = "cpu",
+) -> float:
+    """Measured fp32 matmul rate in FLOP/s at a typical MLP shape (best of 5), on
+    ``device`` (CUDA: queued products are waited for before the clock is read)."""
+    device = torch.device(device)
+    a = torch.randn(rows, inner, device=device)
+    b = torch.randn(inner, cols, device=device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     flops = 2.0 * rows * inner * cols
     best = 0.0
     for _ in range(5):
+        sync()
         start = time.perf_counter()
         repeats = 0
         while time.perf_counter() - start < 0.2:
             torch.mm(a, b)
             repeats += 1
+        sync()
         best = max(best, flops * repeats / (time.perf_counter() - start))
     return best

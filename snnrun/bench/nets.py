@@ -19,13 +19,23 @@ from torch import Tensor, nn
 DECAY, THRESHOLD = 0.2, 0.5
 NETS = ("mlp", "cnn")
 CNN_SPEC = "32C5-P2-64C5-P2-1024"
-SNNRUN_IMPLS = ("snnrun-reference", "snnrun-fused", "snnrun-native", "snnrun-compiled")
+SNNRUN_IMPLS = (
+    "snnrun-reference",
+    "snnrun-fused",
+    "snnrun-native",
+    "snnrun-triton",
+    "snnrun-compiled",
+)
+CPU_ONLY = ("snnrun-native",)  # the C++ loop
+CUDA_ONLY = ("snnrun-triton",)
 PEER_IMPLS = ("spikingjelly", "snntorch", "norse")
 NOTES = {
     "snnrun-reference": "snnrun default, stbp.backend=reference: autograd through "
     "every step",
     "snnrun-fused": "snnrun, stbp.backend=fused: one autograd node per layer",
     "snnrun-native": "snnrun, stbp.backend=native: the fused recurrence as a C++ loop",
+    "snnrun-triton": "snnrun, stbp.backend=triton: the fused recurrence as Triton "
+    "kernels (CUDA)",
     "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true (inductor)",
     "spikingjelly": "SpikingJelly 2.0 multi-step LIFNode(tau=1.25, decay_input=False, "
     "v_reset=0, surrogate Rect), layer.* step_mode='m', torch backend",
@@ -35,6 +45,7 @@ NOTES = {
     "surrogate), per-step loop; W·x + b scaled by 1.25 to undo the 0.8 input gain",
 }
 
+CPU = torch.device("cpu")
 Forward = Callable[[Tensor], Tensor]
 """Encoded spikes ``[T, B, 1, 28, 28]`` → output rates ``[B, 10]``."""
 
@@ -43,13 +54,19 @@ def in_features(net: str) -> int:
     return 784 if net == "mlp" else 1
 
 
-def build(impl: str, net: str) -> tuple[nn.Module, Forward]:
-    """The module (its parameters are trained) and its forward for ``impl``."""
+def runs_on(impl: str, device: str) -> bool:
+    """Whether ``impl`` can run on ``device`` ("cpu", "cuda", "cuda:1" ...)."""
+    cuda = device.startswith("cuda")
+    return not (cuda and impl in CPU_ONLY) and not (not cuda and impl in CUDA_ONLY)
+
+
+def build(impl: str, net: str, device: torch.device = CPU) -> tuple[nn.Module, Forward]:
+    """The module (on ``device``; its parameters are trained) and its forward."""
     if impl.startswith("snnrun"):
-        return _snnrun(impl, net)
-    return {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "norse": _norse}[
-        impl
-    ](net)
+        return _snnrun(impl, net, device)
+    builders = {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "norse": _norse}
+    module, forward = builders[impl](net)
+    return module.to(device), forward
 
 
 def weight_layers(net: str) -> list[nn.Module]:
@@ -64,13 +81,15 @@ def weight_layers(net: str) -> list[nn.Module]:
     ]
 
 
-def _snnrun(impl: str, net: str) -> tuple[nn.Module, Forward]:
+def _snnrun(impl: str, net: str, device: torch.device) -> tuple[nn.Module, Forward]:
     from snnrun.models import cnn, mlp
     from snnrun.snn import LIFParams
 
-    backend = {"snnrun-fused": "fused", "snnrun-native": "native"}.get(
-        impl, "reference"
-    )
+    backend = {
+        "snnrun-fused": "fused",
+        "snnrun-native": "native",
+        "snnrun-triton": "triton",
+    }.get(impl, "reference")
     p = LIFParams(DECAY, THRESHOLD, "linear", backend=backend)
     if net == "mlp":
         model = mlp.build(
@@ -80,10 +99,11 @@ def _snnrun(impl: str, net: str) -> tuple[nn.Module, Forward]:
         model = cnn.build(
             cnn.CNNConfig(spec=CNN_SPEC, init="default"), (1, 28, 28), 10, p
         )
+    model = model.to(device)
     if impl == "snnrun-compiled":
         from snnrun.train.speed import compile_model
 
-        compile_model(model, torch.device("cpu"))
+        compile_model(model, device)
     return model, lambda x: model(x).spikes.mean(0)
 
 

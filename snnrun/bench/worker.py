@@ -24,14 +24,15 @@ def measure(spec: dict) -> dict:
     torch.manual_seed(0)
     impl, net, steps = spec["impl"], spec["net"], int(spec["T"])
     batch, seconds = int(spec.get("batch", 100)), float(spec.get("seconds", 6.0))
-    model, forward = nets.build(impl, net)
+    device = torch.device(spec.get("device", "cpu"))
+    model, forward = nets.build(impl, net, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    images = torch.rand(batch, 1, 28, 28)
-    labels = torch.randint(0, 10, (batch,))
-    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(batch, 1, 28, 28, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    generator = torch.Generator(device=device).manual_seed(1)
 
     def encode() -> Tensor:  # Bernoulli rate coding, drawn every step as in training
-        draw = torch.rand((steps, *images.shape), generator=generator)
+        draw = torch.rand((steps, *images.shape), generator=generator, device=device)
         return (draw < images).float()
 
     own = impl.startswith("snnrun")  # peers run as they are, without our packing
@@ -49,31 +50,47 @@ def measure(spec: dict) -> dict:
     def eval_step() -> None:
         forward(encode())
 
-    train = _rate(train_step, batch, seconds, warmup=int(spec.get("warmup", 3)))
-    evaluate = _rate(eval_step, batch, seconds / 2, warmup=1)
+    sync = _synchronizer(device)
+    warmup = int(spec.get("warmup", 3))
+    train = _rate(train_step, batch, seconds, warmup, sync)
+    evaluate = _rate(eval_step, batch, seconds / 2, 1, sync)
     activation = saved_activation_bytes(forward, encode(), model.parameters(), own)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cuda = device.type == "cuda"
     return {
         **spec,
         "train_samples_per_s": train,
         "eval_samples_per_s": evaluate,
         "activation_mb": activation / 2**20,
         "peak_rss_mb": rss_mb,
-        "gemm_flops_per_s": flops.gemm_rate(),
+        # the GPU's own peak (the caching allocator's high-water mark), in MiB
+        "peak_device_mb": torch.cuda.max_memory_allocated(device) / 2**20
+        if cuda
+        else None,
+        "gemm_flops_per_s": flops.gemm_rate(device=device),
         "torch": torch.__version__,
     }
 
 
-def _rate(step, batch: int, seconds: float, warmup: int) -> float:
+def _synchronizer(device: torch.device):
+    """Waits for the device's queued work (CUDA runs asynchronously); CPU: no-op."""
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
+def _rate(step, batch: int, seconds: float, warmup: int, sync=lambda: None) -> float:
+    """Samples/s of ``step`` over at least ``seconds`` and 3 steps, after warm-up."""
     for _ in range(warmup):
         step()
+    sync()
     done, start = 0, time.perf_counter()
     while True:
         step()
         done += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds and done >= 3:
-            return done * batch / elapsed
+        if done >= 3 and time.perf_counter() - start >= seconds:
+            sync()
+            return done * batch / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -96,4 +96,21 @@ def test_bench_writes_its_tables(tmp_path: Path) -> None:
         row["activation_mb"]
         < data["summary"]["mlp10"]["snnrun-reference"]["activation_mb"]
     )
-    assert "| snnrun-fused |" in (tmp_path / "bench.md").read_text()
+    text = (tmp_path / "bench.md").read_text()
+    assert "| snnrun-fused |" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1, table  # columns line up
+
+
+def test_each_implementation_runs_only_where_it_can() -> None:
+    from snnrun.bench import nets
+
+    assert nets.runs_on("snnrun-native", "cpu") and not nets.runs_on(
+        "snnrun-native", "cuda"
+    )
+    assert nets.runs_on("snnrun-triton", "cuda:0") and not nets.runs_on(
+        "snnrun-triton", "cpu"
+    )
+    assert all(
+        nets.runs_on(i, d) for i in ("snnrun-fused", "norse") for d in ("cpu", "cuda")
+    )
