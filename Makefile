@@ -19,7 +19,7 @@ endif
 export MALLOC_MMAP_MAX_ ?= 0
 export MALLOC_TRIM_THRESHOLD_ ?= 1099511627776
 
-.PHONY: help install train test test-slow test-all lint format bench peers sweep mlflow-ui clean
+.PHONY: help install train test test-slow test-gpu test-all lint format bench peers sweep mlflow-ui clean
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -39,14 +39,17 @@ install: $(STAMP)  ## create .venv and install snnrun (editable), dev tools, swe
 train: $(STAMP)  ## run `snnrun train $(ARGS)` (default: MNIST MLP, tracked in MLflow)
 	$(SNNRUN) train $(ARGS)
 
-test: $(STAMP)  ## fast tests (not slow), a few minutes on 2 cores
-	$(PY) -m pytest -m "not slow" -q $(ARGS)
+test: $(STAMP)  ## fast tests (not slow, no GPU), a few minutes on 2 cores
+	$(PY) -m pytest -m "not slow and not gpu" -q $(ARGS)
 
 test-slow: $(STAMP)  ## only the slow tests (subprocess CLI runs, longer training)
-	$(PY) -m pytest -m slow -q $(ARGS)
+	$(PY) -m pytest -m "slow and not gpu" -q $(ARGS)
 
-test-all: $(STAMP)  ## every test
-	$(PY) -m pytest -q $(ARGS)
+test-gpu: $(STAMP)  ## the CUDA tests (need a GPU; benchmarks/gpu.sh runs them there)
+	$(PY) -m pytest -m gpu -q $(ARGS)
+
+test-all: $(STAMP)  ## every test but the CUDA ones
+	$(PY) -m pytest -m "not gpu" -q $(ARGS)
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check snnrun tests benchmarks
