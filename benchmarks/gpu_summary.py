@@ -76,10 +76,8 @@ def markdown(runs: list[dict]) -> str:
     lines.append("|---|---|---|---|")
     for row in sorted({run["row"] for run in runs}):
         ok = [r for r in runs if r["row"] == row and "error" not in r]
-        lines.append(
-            f"| {row} | {len(ok)} | {mean_std([r['test/acc'] for r in ok if 'test/acc' in r])}"
-            f" | {mean_std([r['test/acc_at_best_val'] for r in ok if 'test/acc_at_best_val' in r])} |"
-        )
+        final, at_best = ([r[k] for r in ok if k in r] for k in KEYS[:2])
+        lines.append(f"| {row} | {len(ok)} | {mean_std(final)} | {mean_std(at_best)} |")
     return "\n".join(lines) + "\n"
 
 
