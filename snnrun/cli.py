@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 USAGE = """usage: snnrun <command> [args]
@@ -54,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             "snnrun: interrupted during start-up, before training began; nothing was "
             "run or saved. Run the command again to start.\n"
         )
-        return EXIT_INTERRUPTED
+        # Nothing is open yet: leave at once with 130. A normal return was seen to end
+        # as "killed by SIGINT" (-2) under load, when the interrupt landed inside a
+        # half-finished import (tests/app/test_reliability.py::test_ctrl_c_during_start_up).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
 
 
 def _dispatch(args: list[str]) -> int:
