@@ -8,6 +8,7 @@ hand-written section-4 backward must be the exact derivative of the recurrence
 from __future__ import annotations
 
 import itertools
+import zlib
 
 import pytest
 import torch
@@ -64,7 +65,8 @@ def test_same_spikes_and_gradients_as_the_reference(switches, dtype, backend) ->
         assert native.available(), "the C++ kernel must build here (g++, ninja)"
     run_backend = BACKENDS[backend]
     p = params(*switches)
-    generator = torch.Generator().manual_seed(hash(switches) % 2**31)
+    # a seed per grid point that is the same in every process (str hashes are not)
+    generator = torch.Generator().manual_seed(zlib.crc32(repr(switches).encode()))
     for shape in SHAPES:
         x = torch.randn(shape, generator=generator, dtype=dtype) * 0.9
         x[0].view(-1)[0] = p.threshold  # an exact tie: ge and gt disagree here
