@@ -62,8 +62,8 @@ stamp "reproduction rows ($ROWS) x seeds ($SEEDS), $REPRO_S s budget, in paralle
 RUNS=/tmp/snnrun-gpu-runs; rm -rf "$RUNS"; mkdir -p "$RUNS"
 PIDS=()
 for row in $ROWS; do
-  experiment=$($PY -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['experiment'])" \
-    "conf/reproduce/$row.yaml")
+  experiment=$($PY -c "import sys; from snnrun.app.rows import load_row
+print(load_row(sys.argv[1], quick=False).experiment)" "$row")
   for seed in $SEEDS; do
     dir="$RUNS/$row-s$seed"; mkdir -p "$dir"
     (

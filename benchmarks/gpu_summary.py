@@ -12,12 +12,12 @@ at the best validation epoch, best validation accuracy, epochs reached.
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from snnrun.app.rows import mean_std
 from snnrun.train.checkpoint import load_checkpoint
 
 KEYS = ("test/acc", "test/acc_at_best_val", "val/acc_best")
@@ -49,14 +49,6 @@ def run_row(folder: Path) -> dict:
     }
 
 
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def markdown(runs: list[dict]) -> str:
     lines = [
         "| row | seed | epochs | final test % | test % at best val | best val % | wall s |",
@@ -72,7 +64,10 @@ def markdown(runs: list[dict]) -> str:
             f"| {run['row']} | {run['seed']} | {run['epochs']} / "
             f"{run['epochs_planned']} | {' | '.join(cells)} | {wall} |"
         )
-    lines += ["", "| row | seeds | final test % (mean ± std) | at best val % |"]
+    lines += [
+        "",
+        "| row | seeds | final test (mean ± std) | test at best val (mean ± std) |",
+    ]
     lines.append("|---|---|---|---|")
     for row in sorted({run["row"] for run in runs}):
         ok = [r for r in runs if r["row"] == row and "error" not in r]

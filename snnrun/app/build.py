@@ -21,12 +21,12 @@ from snnrun.data.encoding import make_encoder
 from snnrun.data.loader import BatchLoader
 from snnrun.data.registry import DATASETS
 from snnrun.models import ARCHS, SpikingNet
-from snnrun.models.readout import stbp_loss
+from snnrun.models.readout import RateReadout
 from snnrun.seeding import derive_seed
 from snnrun.snn.fused import disagreement
 from snnrun.snn.lif import LIFParams
 from snnrun.train import memory_plan
-from snnrun.train.loop import LossFn
+from snnrun.train.loop import Learner
 from snnrun.train.memory_plan import MemoryPlan
 from snnrun.train.speed import (
     CompileUnavailableError,
@@ -56,10 +56,22 @@ class Parts:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    loss_fn: LossFn
+    readout: RateReadout
     encoders: tuple
     loaders: Loaders
     device: torch.device
+
+    def learner(self, model: nn.Module | None = None) -> Learner:
+        """What the training loop takes of these parts; ``model``: a wrapper of
+        :attr:`model` to train through instead (DistributedDataParallel)."""
+        return Learner(
+            self.model if model is None else model,
+            self.optimizer,
+            self.scheduler,
+            self.readout,
+            self.encoders,
+            self.device,
+        )
 
 
 def resolve_device(name: str) -> torch.device:
@@ -280,10 +292,7 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     if compile_net:
         compile_model(model, device)
     optimizer, scheduler = build_optimizer(cfg.optim, model)
-    form = str(getattr(cfg.stbp.loss_form, "value", cfg.stbp.loss_form))
-
-    def loss_fn(rate: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return stbp_loss(rate, labels, form)
+    readout = RateReadout(str(getattr(cfg.stbp.loss_form, "value", cfg.stbp.loss_form)))
 
     encoders = tuple(
         make_encoder(
@@ -298,7 +307,7 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
         )
     )
     loaders = _make_loaders(cfg, data, rank, world_size)
-    return Parts(data, model, optimizer, scheduler, loss_fn, encoders, loaders, device)
+    return Parts(data, model, optimizer, scheduler, readout, encoders, loaders, device)
 
 
 def check_memory(parts: Parts, cfg: DictConfig) -> MemoryPlan:

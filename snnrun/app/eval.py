@@ -152,15 +152,7 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
     parts = build_parts(cfg)
     load_weights(parts.model, state["model"], args.checkpoint)
     loader = _loader(parts, cfg, args.split, args.limit)
-    trainer = Trainer(
-        parts.model,
-        parts.optimizer,
-        parts.scheduler,
-        parts.loss_fn,
-        parts.encoders,
-        parts.device,
-        settings=LoopSettings(epochs=1),
-    )
+    trainer = Trainer(parts.learner(), settings=LoopSettings(epochs=1))
     prefix = "test" if args.split == "test" else "val"
     passes = [trainer.evaluate(loader, prefix) for _ in range(args.repeats)]
     acc = [p[f"{prefix}/acc"] for p in passes]

@@ -18,80 +18,22 @@ Exit status: 0 PASS, 1 FAIL (or a job failed), 2 bad input.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
+from snnrun.app.rows import ReproduceError, Row, load_row, mean_std, row_names
 from snnrun.app.schema import config_dir
 from snnrun.track.reproduce import Outcome, collect, record
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 
-class ReproduceError(RuntimeError):
-    """A bad row name or argument, or runs that cannot be found; the message says why."""
-
-
-@dataclass(frozen=True)
-class Row:
-    """One reproduction row (``conf/reproduce/<name>.yaml``), quick or full."""
-
-    name: str
-    title: str
-    experiment: str
-    paper_acc: float
-    evidence: str
-    band: tuple[float, float]
-    seeds: list[int]
-    data: str
-    overrides: list[str] = field(default_factory=list)
-    quick: bool = False
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} (quick)" if self.quick else self.name
-
-
-def rows_dir() -> Path:
-    return config_dir() / "reproduce"
-
-
-def row_names() -> list[str]:
-    return sorted(path.stem for path in rows_dir().glob("*.yaml"))
-
-
-def load_row(name: str, quick: bool) -> Row:
-    """The row ``name``; ``quick`` takes its ``quick`` seeds, band, data and overrides."""
-    path = rows_dir() / f"{name}.yaml"
-    if not path.is_file():
-        raise ReproduceError(
-            f"no reproduction row '{name}'; choose one of {', '.join(row_names())}"
-        )
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if quick:
-        data.update(data.pop("quick"))
-    else:
-        data.pop("quick", None)
-    band = tuple(float(v) for v in data.pop("band"))
-    return Row(name=name, band=band, quick=quick, **data)
-
-
 def verdict(row: Row, outcome: Outcome) -> str:
     """PASS when every seed finished and the mean final test accuracy is in the band."""
     return outcome.verdict(row.band, len(row.seeds))
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}% (n={len(values)})"
 
 
 def summary_lines(row: Row, outcome: Outcome) -> list[str]:

@@ -36,6 +36,7 @@ from snnrun.app.tracking import make_progress, make_tracker, resolved
 from snnrun.data import DataMeta
 from snnrun.seeding import derive_seed
 from snnrun.train import distributed
+from snnrun.train.checkpoint import CheckpointFolder
 from snnrun.train.hooks import Hook
 from snnrun.train.loop import LoopSettings, Trainer
 
@@ -227,11 +228,9 @@ def _make_trainer(
         test_every=cfg.trainer.get("test_every", 1),
         diagnostics_every=_plot_every(cfg),
         diagnostics_seed=derive_seed(cfg.seed, seeding.DIAGNOSTICS),
-        checkpoint_dir=plan.run_dir / "checkpoints"
-        if cfg.trainer.checkpoint and rank.is_main
-        else None,
         detect_anomaly=cfg.trainer.detect_anomaly,
     )
+    writes = cfg.trainer.checkpoint and rank.is_main
     extra_state = {
         "config": OmegaConf.to_yaml(resolved(cfg)),
         "run_id": run_id or "",
@@ -239,14 +238,10 @@ def _make_trainer(
         "net": net_facts(parts.data.meta),  # snnrun.load rebuilds without the data
     }
     return Trainer(
-        distributed.wrap_model(parts.model, rank),
-        parts.optimizer,
-        parts.scheduler,
-        parts.loss_fn,
-        parts.encoders,
-        parts.device,
+        parts.learner(distributed.wrap_model(parts.model, rank)),
         hooks,
         settings,
+        checkpoints=CheckpointFolder(plan.run_dir / "checkpoints") if writes else None,
         extra_state=extra_state,
         reduce=distributed.all_reduce_sum if rank.is_distributed else None,
     )

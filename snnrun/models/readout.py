@@ -5,6 +5,8 @@ The output neurons are LIF neurons like all others: no readout layer, no softmax
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -54,3 +56,35 @@ def count_ties(rate: Tensor) -> int:
     """Number of samples whose highest rate is shared by two or more classes."""
     top = rate.amax(dim=1, keepdim=True)
     return int(((rate == top).sum(dim=1) > 1).sum().item())
+
+
+@dataclass(frozen=True)
+class RateReadout:
+    """How the trainer reads the network's answer (spec section 3), as one object.
+
+    ``rate``: output spikes [T, B, C] → rates [B, C] (spikes per step); ``loss``:
+    the STBP squared error of ``loss_form`` ("paper" or "mean"), a scalar;
+    ``predict``: rates → classes, int64 [B]. Another readout (e.g. a first-spike
+    code) is another object with these three methods (``train.loop.Readout``).
+    """
+
+    loss_form: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.loss_form not in LOSS_FORMS:
+            raise ValueError(
+                f"stbp.loss_form={self.loss_form} is unknown; choose one of "
+                f"{', '.join(LOSS_FORMS)}"
+            )
+
+    def rate(self, spikes: Tensor) -> Tensor:
+        """Output spikes [T, B, C] → firing rates [B, C]."""
+        return firing_rate(spikes)
+
+    def loss(self, rate: Tensor, labels: Tensor) -> Tensor:
+        """The STBP loss of rates [B, C] against class indices int64 [B]."""
+        return stbp_loss(rate, labels, self.loss_form)
+
+    def predict(self, rate: Tensor) -> Tensor:
+        """Rates [B, C] → predicted classes int64 [B]."""
+        return predict(rate)

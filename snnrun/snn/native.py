@@ -18,6 +18,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from snnrun.snn.fused import firing
 from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope
 
 log = logging.getLogger(__name__)
@@ -66,8 +67,7 @@ class _NativeLIF(torch.autograd.Function):
         u = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
         ctx.save_for_backward(u, *consts)
         ctx.params, ctx.shape = p, x_seq.shape
-        compare = torch.gt if strict else torch.ge
-        return compare(u, p.threshold).to(u.dtype).view(x_seq.shape)
+        return firing(p)(u).view(x_seq.shape)  # g of p, the one definition
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]

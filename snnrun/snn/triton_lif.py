@@ -16,6 +16,7 @@ import os
 import torch
 from torch import Tensor
 
+from snnrun.snn.fused import firing
 from snnrun.snn.lif import LIFParams
 from snnrun.snn.native import leak_constants as _constants
 
@@ -120,8 +121,7 @@ class _TritonLIF(torch.autograd.Function):
         )  # fmt: skip
         ctx.save_for_backward(u, *consts)
         ctx.params, ctx.shape = p, x_seq.shape
-        compare = torch.gt if strict else torch.ge
-        return compare(u, p.threshold).to(u.dtype).view(x_seq.shape)
+        return firing(p)(u).view(x_seq.shape)  # g of p, the one definition
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]

@@ -60,6 +60,25 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _fsync_folder(path.parent)  # make the rename itself survive a power loss
 
 
+class CheckpointFolder:
+    """The loop's checkpoint writer: ``<folder>/<kind>.pt`` (``last``, ``best``),
+    each written atomically by :func:`save_checkpoint`."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def save(self, kind: str, state: dict[str, Any]) -> Path:
+        """Write ``state`` as ``<kind>.pt``; returns the file."""
+        path = self.folder / f"{kind}.pt"
+        save_checkpoint(path, state)
+        return path
+
+    def last(self) -> Path | None:
+        """``last.pt`` when one has been written, else None."""
+        path = self.folder / "last.pt"
+        return path if path.is_file() else None
+
+
 def _write_error(path: Path, error: OSError) -> CheckpointError:
     """The message for a checkpoint that could not be written."""
     return CheckpointError(

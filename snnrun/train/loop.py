@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,10 +17,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from snnrun.models.readout import firing_rate, predict
 from snnrun.models.synops import SynOpsMeter, synops_metrics
 from snnrun.snn.memory import compact_spikes, mark_binary
-from snnrun.train.checkpoint import save_checkpoint
 from snnrun.train.hooks import (
     BatchEnd,
     CheckpointSaved,
@@ -33,8 +31,6 @@ from snnrun.train.hooks import (
 )
 from snnrun.train.metrics import Reduce, RunningMetrics
 from snnrun.train.state import Position, load_module_states, module_states
-
-LossFn = Callable[[Tensor, Tensor], Tensor]
 
 
 class Loader(Protocol):
@@ -54,6 +50,38 @@ class Encoder(Protocol):
     generator: torch.Generator
 
     def __call__(self, x: Tensor) -> Tensor: ...
+
+
+class Readout(Protocol):
+    """How the loop reads the network's answer (``models.readout.RateReadout``)."""
+
+    def rate(self, spikes: Tensor) -> Tensor: ...  # [T, B, C] → [B, C]
+    def loss(self, rate: Tensor, labels: Tensor) -> Tensor: ...  # scalar
+    def predict(self, rate: Tensor) -> Tensor: ...  # [B, C] → int64 [B]
+
+
+class Checkpoints(Protocol):
+    """Where the loop's checkpoints go (``train.checkpoint.CheckpointFolder``)."""
+
+    def save(self, kind: str, state: dict[str, Any]) -> Path: ...
+    def last(self) -> Path | None: ...
+
+
+@dataclass
+class Learner:
+    """What the loop trains, as ``app/build.py`` builds it.
+
+    ``encoders``: (train, validation[, test]); the test split draws its own noise, so
+    the validation metrics never depend on whether or how the test set is run.
+    ``model`` may be a ``DistributedDataParallel`` wrapper of the network.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    readout: Readout
+    encoders: tuple[Encoder, ...]
+    device: torch.device
 
 
 def _add_confusion(
@@ -97,7 +125,6 @@ class LoopSettings:
     diagnostics_seed: int = 0
     diagnostics_traced: int = 2
     diagnostics_batch: int = 128
-    checkpoint_dir: Path | None = None
     detect_anomaly: bool = False
 
 
@@ -115,34 +142,31 @@ class Trainer:
     loads without DDP). ``reduce`` sums a tensor over all ranks (an all-reduce); the
     loop applies it to the metric totals of train and eval and to the firing rates,
     so every rank computes the same epoch metrics and takes the same decisions.
-    ``None``: one process.
+    ``None``: one process. ``checkpoints`` writes ``last``/``best`` (None: nothing
+    is written; other ranks than 0); ``extra_state`` rides in every checkpoint as is
+    (e.g. the config and the tracking run id).
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-        loss_fn: LossFn,
-        encoders: tuple[Encoder, ...],
-        device: torch.device,
+        learner: Learner,
         hooks: Sequence[Hook] = (),
         settings: LoopSettings | None = None,
+        checkpoints: Checkpoints | None = None,
         extra_state: dict[str, Any] | None = None,
         reduce: Reduce | None = None,
     ) -> None:
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.net = unwrap(model)  # what evaluate() runs and checkpoints hold
+        self.model, self.optimizer = learner.model, learner.optimizer
+        self.scheduler, self.readout = learner.scheduler, learner.readout
+        self.net = unwrap(self.model)  # what evaluate() runs and checkpoints hold
         self.reduce = reduce
-        self.loss_fn = loss_fn
-        # (train, validation[, test]): the test split draws its own noise, so the
-        # validation metrics never depend on whether or how the test set is run
-        self.train_encoder, self.eval_encoder, *rest = encoders
+        self.train_encoder, self.eval_encoder, *rest = learner.encoders
         self.test_encoder = rest[0] if rest else self.eval_encoder
-        self.device = device
+        self.device = learner.device
         self.hooks = list(hooks)
         self.settings = settings or LoopSettings(epochs=1)
-        self.extra_state = extra_state or {}  # e.g. the tracking run id, saved as is
+        self.checkpoints = checkpoints
+        self.extra_state = extra_state or {}
         self.position = Position()
         self._stop_requested = False
         self._epoch_metrics: tuple[int, dict[str, float]] | None = None
@@ -217,13 +241,15 @@ class Trainer:
                     break
                 x, y = self._to_device(x, y)
                 rate = sum(
-                    firing_rate(self.net(encoder(x)).spikes) for _ in range(repeats)
+                    self.readout.rate(self.net(encoder(x)).spikes)
+                    for _ in range(repeats)
                 )
                 rate = rate / repeats
-                totals.update(self.loss_fn(rate, y), predict(rate), y)
+                predicted = self.readout.predict(rate)
+                totals.update(self.readout.loss(rate, y), predicted, y)
                 if prefix == "test":
                     classes = rate.shape[1]
-                    confusion = _add_confusion(confusion, predict(rate), y, classes)
+                    confusion = _add_confusion(confusion, predicted, y, classes)
                 if self._stop_requested:
                     raise KeyboardInterrupt
         totals = totals.reduced(self.reduce)
@@ -384,7 +410,8 @@ class Trainer:
             self._mid_batch = True
             out, loss, y = self._step(x, y)
             self._check_finite(loss, epoch, index + 1)
-            running.update(loss, predict(firing_rate(out.spikes.detach())), y)
+            rate = self.readout.rate(out.spikes.detach())
+            running.update(loss, self.readout.predict(rate), y)
             rates = out.layer_rates if done == 0 else rates + out.layer_rates
             done += 1
             self.position.batch = index + 1
@@ -405,7 +432,7 @@ class Trainer:
         x, y = self._to_device(x, y)
         with compact_spikes():  # spikes kept for backward as uint8 (snn/memory.py)
             out = self.model(mark_binary(self.train_encoder(x)))
-        loss = self.loss_fn(firing_rate(out.spikes), y)
+        loss = self.readout.loss(self.readout.rate(out.spikes), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -451,9 +478,9 @@ class Trainer:
 
     def _kept_checkpoint(self) -> str:
         """Which checkpoint survives a failure (none is written after it)."""
-        directory = self.settings.checkpoint_dir
-        if directory is not None and (directory / "last.pt").is_file():
-            return f"The last good checkpoint {directory / 'last.pt'} is kept"
+        last = None if self.checkpoints is None else self.checkpoints.last()
+        if last is not None:
+            return f"The last good checkpoint {last} is kept"
         return "No checkpoint had been written yet"
 
     def _save_interrupted(self) -> None:
@@ -533,11 +560,9 @@ class Trainer:
             self.test_encoder.generator.set_state(state["rng"]["test_encoder"])
 
     def _save(self, kind: str) -> None:
-        directory = self.settings.checkpoint_dir
-        if directory is None:
+        if self.checkpoints is None:
             return
-        path = directory / f"{kind}.pt"
-        save_checkpoint(path, self.state_dict())
+        path = self.checkpoints.save(kind, self.state_dict())
         self._emit(
             "on_checkpoint", CheckpointSaved(self.position.epoch - 1, path, kind)
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -196,13 +197,13 @@ def test_trainer_reduces_train_eval_and_rates(compose_cfg, tmp_path: Path) -> No
 
     def fit(reduce) -> dict[str, float]:
         parts.model.load_state_dict(initial)
+        learner = replace(
+            parts.learner(),
+            optimizer=torch.optim.SGD(parts.model.parameters(), lr=0.0),
+            scheduler=None,
+        )
         trainer = Trainer(
-            parts.model,
-            torch.optim.SGD(parts.model.parameters(), lr=0.0),
-            None,
-            parts.loss_fn,
-            parts.encoders,
-            parts.device,
+            learner,
             settings=LoopSettings(epochs=1, max_batches=1, max_eval_batches=1),
             reduce=reduce,
         )

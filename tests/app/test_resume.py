@@ -26,7 +26,7 @@ from snnrun.app.build import build_parts
 from snnrun.app.resume import ResumeError, fill_new_keys, find_resume_point
 from snnrun.app.schema import todays_schema
 from snnrun.app.tracking import resolved
-from snnrun.train.checkpoint import load_checkpoint, save_checkpoint
+from snnrun.train.checkpoint import CheckpointFolder, load_checkpoint, save_checkpoint
 from snnrun.train.hooks import BatchEnd, EpochEnd, EvalStart, Hook
 from snnrun.train.loop import LoopSettings, Trainer
 
@@ -73,19 +73,14 @@ def make_trainer(cfg: DictConfig, checkpoints: Path, hook: StopAt) -> Trainer:
     """A Trainer wired like ``app/train.py`` (without tracking)."""
     parts = build_parts(cfg)
     trainer = Trainer(
-        parts.model,
-        parts.optimizer,
-        parts.scheduler,
-        parts.loss_fn,
-        parts.encoders,
-        parts.device,
+        parts.learner(),
         [hook],
         LoopSettings(
             epochs=cfg.trainer.epochs,
             max_batches=cfg.trainer.max_batches,
             max_eval_batches=cfg.trainer.max_eval_batches,
-            checkpoint_dir=checkpoints,
         ),
+        checkpoints=CheckpointFolder(checkpoints),
         extra_state={"config": OmegaConf.to_yaml(resolved(cfg)), "run_id": ""},
     )
     hook.trainer = trainer

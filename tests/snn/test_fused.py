@@ -20,6 +20,8 @@ from snnrun.models import cnn, mlp
 from snnrun.snn import LIFParams, fused_lif_sequence, lif_sequence, native
 from snnrun.snn.backends import BACKENDS
 
+from .lif_cases import params, run
+
 GRID = list(
     itertools.product(
         ("exp", "linear"),  # reset_form
@@ -33,28 +35,6 @@ SHAPES = [(1, 4, 6), (5, 1, 6), (7, 3, 2, 4, 4), (30, 13, 9)]  # T=1, B=1, conv,
 
 
 CPU = torch.device("cpu")
-
-
-def params(
-    reset_form="exp", td_grad=True, detach_reset=False, surrogate="h1", cmp="ge"
-):
-    return LIFParams(
-        decay=0.5,
-        threshold=0.5,
-        reset_form=reset_form,
-        td_grad=td_grad,
-        detach_reset=detach_reset,
-        surrogate=surrogate,
-        surrogate_a=0.8,
-        spike_cmp=cmp,
-    ).validate()
-
-
-def run(fn, x: Tensor, weight: Tensor, p: LIFParams) -> tuple[Tensor, Tensor]:
-    x = x.detach().clone().requires_grad_()
-    spikes = fn(x, p)
-    (grad,) = torch.autograd.grad((spikes * weight).sum(), x)
-    return spikes.detach(), grad
 
 
 @pytest.mark.parametrize("backend", ["fused", "native"])

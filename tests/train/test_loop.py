@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,11 @@ from snnrun.data import ArraySplit
 from snnrun.data.encoding import RateEncoder
 from snnrun.data.loader import BatchLoader
 from snnrun.models import mlp
-from snnrun.models.readout import stbp_loss
+from snnrun.models.readout import RateReadout
 from snnrun.snn import LIFParams
-from snnrun.train.checkpoint import load_checkpoint
+from snnrun.train.checkpoint import CheckpointFolder, load_checkpoint
 from snnrun.train.hooks import Hook
-from snnrun.train.loop import LoopSettings, Trainer
+from snnrun.train.loop import Learner, LoopSettings, NonFiniteLossError, Trainer
 
 CLASSES = 3
 
@@ -52,22 +53,26 @@ class Recorder(Hook):
         self.events.append(f"fit_end:{event.status}")
 
 
-def make_trainer(folder: Path | None, epochs: int, hooks=()) -> Trainer:
+def make_learner(readout=None, lr: float = 0.02) -> Learner:
     torch.manual_seed(0)
     p = LIFParams(decay=0.3, threshold=0.5)
     net = mlp.build(mlp.MLPConfig(hidden=[32], init="default"), (1, 4, 4), CLASSES, p)
     encoders = tuple(
         RateEncoder(6, torch.Generator().manual_seed(s)) for s in (1, 2, 3)
     )
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    readout = readout or RateReadout("paper")
+    return Learner(net, optimizer, None, readout, encoders, torch.device("cpu"))
+
+
+def make_trainer(
+    folder: Path | None, epochs: int, hooks=(), readout=None, lr: float = 0.02
+) -> Trainer:
     return Trainer(
-        net,
-        torch.optim.Adam(net.parameters(), lr=0.02),
-        None,
-        lambda rate, y: stbp_loss(rate, y, "paper"),
-        encoders,
-        torch.device("cpu"),
+        make_learner(readout, lr),
         list(hooks),
-        LoopSettings(epochs=epochs, checkpoint_dir=folder),
+        LoopSettings(epochs=epochs),
+        checkpoints=None if folder is None else CheckpointFolder(folder),
     )
 
 
@@ -137,3 +142,102 @@ def test_without_a_validation_split_nothing_is_selected(tmp_path: Path) -> None:
     metrics = make_trainer(tmp_path, 1).fit(train, None, test)
     assert "val/acc" not in metrics and "test/acc" in metrics
     assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
+
+
+class Counting(RateReadout):
+    """The paper's readout, counting how often the loop asks it for what."""
+
+    def __init__(self) -> None:
+        super().__init__("paper")
+        object.__setattr__(self, "calls", {"rate": 0, "loss": 0, "predict": 0})
+
+    def rate(self, spikes):
+        self.calls["rate"] += 1
+        return super().rate(spikes)
+
+    def loss(self, rate, labels):
+        self.calls["loss"] += 1
+        return super().loss(rate, labels)
+
+    def predict(self, rate):
+        self.calls["predict"] += 1
+        return super().predict(rate)
+
+
+def test_the_loop_reads_the_network_only_through_its_readout() -> None:
+    readout = Counting()
+    train, val, test = loaders()
+    make_trainer(None, 1, readout=readout).fit(train, val, test)
+    steps = len(train)
+    evals = len(val) + len(test)  # one pass each, repeats=1
+    assert readout.calls == {
+        "rate": 2 * steps + evals,  # the loss's rate and the accuracy's (detached)
+        "loss": steps + evals,
+        "predict": steps + evals,
+    }
+
+
+class Backwards(RateReadout):
+    """A readout that predicts the class of the lowest rate: a broken answer."""
+
+    def predict(self, rate):
+        return rate.argmin(dim=1)
+
+
+def test_a_different_readout_changes_what_is_reported() -> None:
+    right = make_trainer(None, 2).fit(*loaders())
+    wrong = make_trainer(None, 2, readout=Backwards()).fit(*loaders())
+    # the loss (and so training) is the same; only the prediction differs
+    assert wrong["train/loss"] == pytest.approx(right["train/loss"])
+    assert right["val/acc"] > 0.9 and wrong["val/acc"] < 0.5
+
+
+class InMemory:
+    """Checkpoints kept in a dict: the loop writes only through its writer."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, list[int]] = {"last": [], "best": []}
+        self.states: dict[str, dict] = {}
+
+    def save(self, kind: str, state: dict) -> Path:
+        self.saved[kind].append(int(state["epoch"]) - 1)
+        self.states[kind] = state
+        return Path(f"memory/{kind}.pt")
+
+    def last(self) -> Path | None:
+        return Path("memory/last.pt") if self.saved["last"] else None
+
+
+def test_checkpoints_go_through_the_injected_writer(tmp_path: Path) -> None:
+    store, recorder = InMemory(), Recorder()
+    trainer = Trainer(
+        make_learner(), [recorder], LoopSettings(epochs=3), checkpoints=store
+    )
+    with contextlib.chdir(tmp_path):
+        trainer.fit(*loaders())
+    assert store.saved["last"] == [1, 2, 3]
+    assert store.saved["best"] and set(store.saved["best"]) <= {1, 2, 3}
+    assert not list(tmp_path.rglob("*.pt"))  # nothing else was written
+    # what the writer got restores the trainer exactly
+    again = Trainer(make_learner(), settings=LoopSettings(epochs=3))
+    again.load_state_dict(store.states["last"])
+    for name, tensor in trainer.net.state_dict().items():
+        assert torch.equal(tensor, again.net.state_dict()[name]), name
+
+
+def test_a_blown_up_run_names_the_checkpoint_it_keeps(tmp_path: Path) -> None:
+    class Explode(Hook):
+        def __init__(self) -> None:
+            self.trainer: Trainer | None = None
+
+        def on_epoch_end(self, event) -> None:  # after epoch 1's checkpoint
+            with torch.no_grad():
+                next(self.trainer.net.parameters()).fill_(float("inf"))
+
+    hook = Explode()
+    trainer = make_trainer(tmp_path, 2, [hook])
+    hook.trainer = trainer
+    with pytest.raises(NonFiniteLossError) as raised:
+        trainer.fit(*loaders())
+    assert f"{tmp_path / 'last.pt'} is kept" in str(raised.value)
+    assert int(load_checkpoint(tmp_path / "last.pt")["epoch"]) == 2  # epoch 1 done
