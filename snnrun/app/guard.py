@@ -25,6 +25,8 @@ from typing import Any, NoReturn
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from snnrun.train.hooks import run_status
+
 log = logging.getLogger(__name__)
 
 EXIT_USER_ERROR = 2
@@ -82,7 +84,7 @@ class RunGuard:
     ) -> bool:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
-        status = _status(exc)
+        status = run_status(exc)
         for close in self.closers:
             try:
                 close(status)
@@ -117,12 +119,6 @@ class RunGuard:
             f"to resume; logs in {self.run_dir}. Start the run again with the same "
             "command"
         )
-
-
-def _status(exc: BaseException | None) -> str:
-    if exc is None:
-        return "FINISHED"
-    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 
 
 class OutputFolderCheck(Callback):

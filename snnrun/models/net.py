@@ -114,8 +114,9 @@ class SpikingNet(nn.Module):
 
 
 def apply_init(net: SpikingNet, init: str) -> None:
-    """Initialise the weights in place: ``stbp`` (U[−1,1], unit-norm rows, bias 0)
-    or ``default`` (PyTorch's layer init, left as built)."""
+    """Initialise the weights in place: ``stbp`` (U[−1,1], unit-norm rows; biases
+    keep PyTorch's init, see ``snn.layers.init_stbp_``) or ``default`` (PyTorch's
+    layer init, left as built)."""
     name = choice_name(init)
     if name not in INITS:
         raise ValueError(

@@ -55,6 +55,7 @@ from snnrun.train.hooks import (
     FitEnd,
     FitStart,
     Hook,
+    run_status,
 )
 
 # The store names are re-exported: the app imports them from here.
@@ -170,11 +171,6 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _status_for(exc: BaseException) -> str:
-    """KILLED for Ctrl-C, FAILED for any other exception."""
-    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
-
-
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -279,7 +275,7 @@ class MLflowHook(Hook):
             self._log_tags(self._run_tags())
             self._log_texts(self._artifacts)
         except BaseException as exc:
-            self.finish(_status_for(exc))
+            self.finish(run_status(exc))
             raise
         log.info("MLflow run %s in %s", self._run_id, self._tracking_uri)
         return self._run_id

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import Tensor
+if TYPE_CHECKING:  # annotations only: importing the events costs no torch
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,17 @@ class Diagnostics:
     confusion: Tensor | None
 
 
+def run_status(exc: BaseException | None) -> str:
+    """How a run ended, as MLflow spells it: ``FINISHED`` (no exception), ``KILLED``
+    (Ctrl-C / SIGINT / SIGTERM, raised as KeyboardInterrupt) or ``FAILED``."""
+    if exc is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+
+
 @dataclass(frozen=True)
 class FitEnd:
-    """Training ended; ``status`` is ``"FINISHED"``, ``"FAILED"`` or ``"KILLED"``."""
+    """Training ended; ``status`` is :func:`run_status` of how it ended."""
 
     status: str
     metrics: dict[str, float] = field(default_factory=dict)

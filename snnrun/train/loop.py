@@ -28,6 +28,7 @@ from snnrun.train.hooks import (
     FitEnd,
     FitStart,
     Hook,
+    run_status,
 )
 from snnrun.train.metrics import Reduce, RunningMetrics
 from snnrun.train.state import Position, load_module_states, module_states
@@ -209,14 +210,12 @@ class Trainer:
             with torch.autograd.set_detect_anomaly(s.detect_anomaly):
                 while self.position.epoch <= s.epochs:
                     metrics = self._run_epoch(train, val, test)
-        except KeyboardInterrupt:
-            self._save_interrupted()
-            self._emit("on_fit_end", FitEnd("KILLED", metrics))
+        except BaseException as error:
+            if isinstance(error, KeyboardInterrupt):
+                self._save_interrupted()
+            self._emit("on_fit_end", FitEnd(run_status(error), metrics))
             raise
-        except BaseException:
-            self._emit("on_fit_end", FitEnd("FAILED", metrics))
-            raise
-        self._emit("on_fit_end", FitEnd("FINISHED", metrics))
+        self._emit("on_fit_end", FitEnd(run_status(None), metrics))
         return metrics
 
     @torch.no_grad()
