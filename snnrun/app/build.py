@@ -151,6 +151,16 @@ def check_threads(cfg: DictConfig) -> None:
         )
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
+
+
+def autocast_dtype(cfg: DictConfig) -> torch.dtype | None:
+    """``trainer.precision`` as the loop's autocast dtype (None: float32 throughout;
+    configs saved before the key existed are fp32)."""
+    name = cfg.trainer.get("precision", "fp32")
+    return PRECISIONS[str(getattr(name, "value", name))]
+
+
 def check_trainer(cfg: DictConfig) -> None:
     """Ranges of the loop and optimiser settings."""
     check_threads(cfg)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from snnrun.app.build import Parts, build_parts
+from snnrun.app.build import Parts, autocast_dtype, build_parts
 from snnrun.data.loader import BatchLoader
 from snnrun.train.checkpoint import CheckpointError, load_checkpoint, load_weights
 from snnrun.train.loop import LoopSettings, Trainer
@@ -152,7 +152,8 @@ def evaluate(args: argparse.Namespace) -> EvalReport:
     parts = build_parts(cfg)
     load_weights(parts.model, state["model"], args.checkpoint)
     loader = _loader(parts, cfg, args.split, args.limit)
-    trainer = Trainer(parts.learner(), settings=LoopSettings(epochs=1))
+    settings = LoopSettings(epochs=1, autocast=autocast_dtype(cfg))
+    trainer = Trainer(parts.learner(), settings=settings)
     prefix = "test" if args.split == "test" else "val"
     passes = [trainer.evaluate(loader, prefix) for _ in range(args.repeats)]
     acc = [p[f"{prefix}/acc"] for p in passes]

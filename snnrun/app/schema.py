@@ -105,6 +105,13 @@ class LoggerName(str, Enum):
     none = "none"
 
 
+class Precision(str, Enum):
+    """``fp32``: everything in float32; ``bf16``: matrix products in bfloat16."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 class ProgressMode(str, Enum):
     """``auto``: bars on a terminal, log lines otherwise."""
 
@@ -227,12 +234,22 @@ class TrainerConfig:
         num_threads: torch CPU threads; null: torch's default.
         detect_anomaly: autograd anomaly detection (slow; finds NaN sources).
         compile: run forward and backward through torch.compile (see below).
+        precision: fp32, or bf16: the matrix products (Linear, Conv2d) in bfloat16
+            under torch.autocast, membrane potentials and spikes in float32 (see
+            below).
 
     ``compile``: run the network's forward and backward through ``torch.compile``
     (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
     rounding may flip a spike where |u − V_th| ≈ 1e-5. Compiling happens in epoch 1
     (tens of seconds on a CPU, once per batch shape), so it pays on long runs only;
     measured gains in ``benchmarks/results/``. See ``snnrun/train/speed.py``.
+
+    ``precision=bf16``: opt-in mixed precision for GPUs with bfloat16 tensor cores
+    (and CPUs with AMX/AVX512-BF16; elsewhere it is slower). The weights, the
+    optimiser, the LIF recurrence (u, the threshold comparison, the surrogate) and
+    the loss stay float32; only the synaptic input W·x + b is computed and rounded
+    in bfloat16, so a spike can flip where |u − V_th| is within bf16's rounding.
+    Accuracy against fp32: ``docs/performance.md``.
 
     ``test_every``: evaluate the test split (``test/*``, reported, never selected on)
     every N epochs; 0: only after the last epoch and after each epoch whose
@@ -257,6 +274,7 @@ class TrainerConfig:
     num_threads: Optional[int] = None
     detect_anomaly: bool = False
     compile: bool = False
+    precision: Precision = Precision.fp32
 
 
 @dataclass

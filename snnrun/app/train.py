@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from snnrun import seeding
 from snnrun.app.build import (
     Parts,
+    autocast_dtype,
     build_parts,
     check_memory,
     check_threads,
@@ -229,6 +230,7 @@ def _make_trainer(
         diagnostics_every=_plot_every(cfg),
         diagnostics_seed=derive_seed(cfg.seed, seeding.DIAGNOSTICS),
         detect_anomaly=cfg.trainer.detect_anomaly,
+        autocast=autocast_dtype(cfg),
     )
     writes = cfg.trainer.checkpoint and rank.is_main
     extra_state = {

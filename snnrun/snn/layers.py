@@ -43,15 +43,25 @@ class LIF(nn.Module):
         self._run = BACKENDS[self.params.backend]
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...]."""
-        return mark_binary(self._run(x_seq, self.params))
+        """x_seq: synaptic input W·x + b, [T, B, ...] → spikes {0., 1.}, [T, B, ...].
+
+        Input in bfloat16/float16 (matrix products under autocast) is widened to
+        float32 first: the membrane state and the threshold test stay float32."""
+        return mark_binary(self._run(_state_dtype(x_seq), self.params))
 
     def record(self, x_seq: Tensor) -> tuple[Tensor, Tensor]:
         """Like :meth:`forward`, also returning the potentials u: ([T, B, ...]) × 2."""
-        return lif_sequence_record(x_seq, self.params)
+        return lif_sequence_record(_state_dtype(x_seq), self.params)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())
+
+
+def _state_dtype(x_seq: Tensor) -> Tensor:
+    """x_seq, in float32 when it came in a half-precision dtype."""
+    if x_seq.dtype in (torch.bfloat16, torch.float16):
+        return x_seq.float()
+    return x_seq
 
 
 @torch.no_grad()

@@ -126,6 +126,7 @@ class LoopSettings:
     diagnostics_seed: int = 0
     diagnostics_traced: int = 2
     diagnostics_batch: int = 128
+    autocast: torch.dtype | None = None  # e.g. torch.bfloat16 (trainer.precision)
     detect_anomaly: bool = False
 
 
@@ -240,7 +241,7 @@ class Trainer:
                     break
                 x, y = self._to_device(x, y)
                 rate = sum(
-                    self.readout.rate(self.net(encoder(x)).spikes)
+                    self.readout.rate(self._forward(self.net, encoder(x)).spikes)
                     for _ in range(repeats)
                 )
                 rate = rate / repeats
@@ -430,7 +431,7 @@ class Trainer:
     def _step(self, x: Tensor, y: Tensor) -> tuple[Any, Tensor, Tensor]:
         x, y = self._to_device(x, y)
         with compact_spikes():  # spikes kept for backward as uint8 (snn/memory.py)
-            out = self.model(mark_binary(self.train_encoder(x)))
+            out = self._forward(self.model, mark_binary(self.train_encoder(x)))
         loss = self.readout.loss(self.readout.rate(out.spikes), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -438,6 +439,15 @@ class Trainer:
         return out, loss, y
 
     # -- helpers --------------------------------------------------------------------
+    def _forward(self, model: nn.Module, spikes: Tensor) -> Any:
+        """``model(spikes)``, under autocast to ``settings.autocast`` when set (the
+        LIF layers widen their input back to float32: ``snn.layers.LIF``)."""
+        dtype = self.settings.autocast
+        if dtype is None:
+            return model(spikes)
+        with torch.autocast(self.device.type, dtype=dtype):
+            return model(spikes)
+
     def _layer_rates(self, rates: Tensor, batches: int) -> dict[str, float]:
         """``rate/layer<i>``: mean firing rate per batch (spikes/neuron/step) over all
         ranks; ``rates`` [L] is this rank's sum over its ``batches``."""

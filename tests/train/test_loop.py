@@ -66,12 +66,13 @@ def make_learner(readout=None, lr: float = 0.02) -> Learner:
 
 
 def make_trainer(
-    folder: Path | None, epochs: int, hooks=(), readout=None, lr: float = 0.02
-) -> Trainer:
+    folder: Path | None, epochs: int, hooks=(), readout=None, lr: float = 0.02,
+    autocast: torch.dtype | None = None,
+) -> Trainer:  # fmt: skip
     return Trainer(
         make_learner(readout, lr),
         list(hooks),
-        LoopSettings(epochs=epochs),
+        LoopSettings(epochs=epochs, autocast=autocast),
         checkpoints=None if folder is None else CheckpointFolder(folder),
     )
 
@@ -241,3 +242,43 @@ def test_a_blown_up_run_names_the_checkpoint_it_keeps(tmp_path: Path) -> None:
         trainer.fit(*loaders())
     assert f"{tmp_path / 'last.pt'} is kept" in str(raised.value)
     assert int(load_checkpoint(tmp_path / "last.pt")["epoch"]) == 2  # epoch 1 done
+
+
+def test_bf16_runs_the_products_in_bf16_and_the_neurons_in_fp32() -> None:
+    trainer = make_trainer(None, 3, autocast=torch.bfloat16)
+    seen: dict[str, set] = {"products": set(), "neurons in": set(), "spikes": set()}
+
+    def product(module, inputs, output) -> None:
+        seen["products"].add(output.dtype)
+
+    for module in trainer.net.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(product)
+    lifs = [stage.lif for stage in trainer.net.stages]
+    originals = [lif._run for lif in lifs]
+    for lif, run in zip(lifs, originals, strict=True):
+
+        def spy(x, p, run=run):  # what the recurrence is handed, and gives back
+            seen["neurons in"].add(x.dtype)
+            out = run(x, p)
+            seen["spikes"].add(out.dtype)
+            return out
+
+        lif._run = spy
+    last = trainer.fit(*loaders())
+    assert seen["products"] == {torch.bfloat16}
+    assert seen["neurons in"] == {torch.float32} and seen["spikes"] == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in trainer.net.parameters())
+    assert last["val/acc"] > 0.9 and last["test/acc"] > 0.9  # chance is 1/3
+
+
+def test_bf16_is_really_another_computation() -> None:
+    fp32 = make_trainer(None, 1)
+    bf16 = make_trainer(None, 1, autocast=torch.bfloat16)
+    fp32.fit(*loaders())
+    bf16.fit(*loaders())
+    differ = [
+        not torch.equal(a, b)
+        for a, b in zip(fp32.net.parameters(), bf16.net.parameters(), strict=True)
+    ]
+    assert any(differ)  # the same seed and data: only the rounding differs
