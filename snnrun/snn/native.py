@@ -58,6 +58,17 @@ def leak_constants(p: LIFParams, like: Tensor) -> tuple[Tensor, ...]:
     )
 
 
+def save_and_fire(
+    ctx, u: Tensor, consts: tuple[Tensor, ...], p: LIFParams, shape: torch.Size
+) -> Tensor:  # fmt: skip
+    """Forward's end for the loop kernels (native, Triton): keep u ``[T, N]`` and the
+    leak constants for backward, return the spikes g(u) of ``p`` in the input's
+    ``shape`` ``[T, B, ...]``."""
+    ctx.save_for_backward(u, *consts)
+    ctx.params, ctx.shape = p, shape
+    return firing(p)(u).view(shape)  # g of p, the one definition
+
+
 class _NativeLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
@@ -65,9 +76,7 @@ class _NativeLIF(torch.autograd.Function):
         consts = leak_constants(p, flat[0])
         strict = p.spike_cmp == "gt"
         u = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
-        ctx.save_for_backward(u, *consts)
-        ctx.params, ctx.shape = p, x_seq.shape
-        return firing(p)(u).view(x_seq.shape)  # g of p, the one definition
+        return save_and_fire(ctx, u, consts, p, x_seq.shape)
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]

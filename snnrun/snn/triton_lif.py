@@ -16,9 +16,9 @@ import os
 import torch
 from torch import Tensor
 
-from snnrun.snn.fused import firing
 from snnrun.snn.lif import LIFParams
 from snnrun.snn.native import leak_constants as _constants
+from snnrun.snn.native import save_and_fire
 
 try:
     import triton
@@ -119,9 +119,7 @@ class _TritonLIF(torch.autograd.Function):
             flat, u, consts[0], consts[1], steps, n, p.threshold,
             STRICT=strict, BLOCK_SIZE=BLOCK, enable_fp_fusion=False,
         )  # fmt: skip
-        ctx.save_for_backward(u, *consts)
-        ctx.params, ctx.shape = p, x_seq.shape
-        return firing(p)(u).view(x_seq.shape)  # g of p, the one definition
+        return save_and_fire(ctx, u, consts, p, x_seq.shape)
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
