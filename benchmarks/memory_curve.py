@@ -19,32 +19,22 @@ Writes ``benchmarks/results/<out>.json``, ``<out>.md`` and ``docs/images/<out>.p
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
 
+from snnrun.app.bench import available
 from snnrun.bench import nets
 from snnrun.train.memory_plan import saved_activation_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPLS = ("snnrun-reference", "snnrun-fused", "spikingjelly", "snntorch", "norse")
-PEER_MODULES = {
-    "spikingjelly": "spikingjelly",
-    "snntorch": "snntorch",
-    "norse": "norse",
-}
+IMPLS = ("snnrun-reference", "snnrun-fused", *nets.PEER_IMPLS)
 SWEEPS = (  # (net, what varies, values, the other one fixed)
     ("mlp", "T", (4, 8, 15, 30, 60), 100),
     ("mlp", "batch", (25, 50, 100, 200, 400), 30),
     ("cnn", "T", (4, 8, 15, 30), 100),
 )
-
-
-def present(impl: str) -> bool:
-    module = PEER_MODULES.get(impl)
-    return module is None or importlib.util.find_spec(module) is not None
 
 
 def activation_mb(impl: str, net: str, steps: int, batch: int) -> float:
@@ -59,7 +49,7 @@ def activation_mb(impl: str, net: str, steps: int, batch: int) -> float:
 
 def measure() -> list[dict]:
     rows = []
-    impls = [impl for impl in IMPLS if present(impl)]
+    impls = [impl for impl in IMPLS if available(impl)]
     for net, varies, values, fixed in SWEEPS:
         for value in values:
             steps, batch = (value, fixed) if varies == "T" else (fixed, value)

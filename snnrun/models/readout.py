@@ -20,6 +20,16 @@ def firing_rate(spikes: Tensor) -> Tensor:
     return spikes.mean(dim=0)
 
 
+def loss_form_name(form: object) -> str:
+    """``stbp.loss_form`` as a plain string; ValueError naming the choices if unknown."""
+    name = choice_name(form)
+    if name not in LOSS_FORMS:
+        raise ValueError(
+            f"stbp.loss_form={name} is unknown; choose one of {', '.join(LOSS_FORMS)}"
+        )
+    return name
+
+
 def stbp_loss(rate: Tensor, labels: Tensor, form: str) -> Tensor:
     """Squared error between rates and one-hot labels.
 
@@ -30,11 +40,7 @@ def stbp_loss(rate: Tensor, labels: Tensor, form: str) -> Tensor:
             They differ by the constant 2/C (``stbp.loss_form``).
     Returns: the scalar loss, rate's dtype.
     """
-    name = choice_name(form)
-    if name not in LOSS_FORMS:
-        raise ValueError(
-            f"stbp.loss_form={name} is unknown; choose one of {', '.join(LOSS_FORMS)}"
-        )
+    name = loss_form_name(form)
     samples, classes = rate.shape
     if labels.shape != (samples,):
         raise ValueError(
@@ -71,11 +77,7 @@ class RateReadout:
     loss_form: str = "paper"
 
     def __post_init__(self) -> None:
-        if self.loss_form not in LOSS_FORMS:
-            raise ValueError(
-                f"stbp.loss_form={self.loss_form} is unknown; choose one of "
-                f"{', '.join(LOSS_FORMS)}"
-            )
+        loss_form_name(self.loss_form)  # refuse an unknown form when built
 
     def rate(self, spikes: Tensor) -> Tensor:
         """Output spikes [T, B, C] → firing rates [B, C]."""
