@@ -11,7 +11,9 @@ worked, and the runner falls back to ``fused`` with a warning when it did not.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
+import platform
 from pathlib import Path
 from types import ModuleType
 
@@ -26,20 +28,44 @@ SOURCE = Path(__file__).with_name("native_lif.cpp")
 _KINDS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4}
 
 
+def _cpu_signature() -> str:
+    """What the compiled code may assume of this CPU: its instruction-set flags.
+
+    The kernel is built with ``-march=native``; the cache directory may be shared
+    between machines (a home directory on a cluster), so the build's name carries a
+    digest of the flags and another CPU gets (and builds) its own."""
+    flags = platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags += line.split(":", 1)[1]
+                break
+    except OSError:
+        pass
+    return hashlib.sha1(flags.encode()).hexdigest()[:10]
+
+
 @functools.cache
 def _module() -> ModuleType | None:
-    try:
-        from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load
 
-        return load(
-            name="snnrun_native_lif",
-            sources=[str(SOURCE)],
-            extra_cflags=["-O3", "-ffp-contract=off"],
-            verbose=False,
-        )
-    except Exception as error:  # no compiler, no ninja, a build error
-        log.warning("the native LIF kernel could not be built (%s)", error)
-        return None
+    base = ["-O3", "-ffp-contract=off"]
+    attempts = (("-march=native", *base), tuple(base))  # then portable code
+    for index, flags in enumerate(attempts):
+        try:
+            return load(
+                name=f"snnrun_native_lif_{_cpu_signature()}_{index}",
+                sources=[str(SOURCE)],
+                extra_cflags=list(flags),
+                verbose=False,
+            )
+        except Exception as error:  # no compiler, no ninja, a build error
+            log.warning(
+                "the native LIF kernel could not be built with %s (%s)",
+                " ".join(flags),
+                error,
+            )
+    return None
 
 
 def available() -> bool:
@@ -69,27 +95,36 @@ def save_and_fire(
     return firing(p)(u).view(shape)  # g of p, the one definition
 
 
+@functools.lru_cache(maxsize=64)
+def _loop_constants(p: LIFParams, n: int, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """:func:`leak_constants` for the C++ loop: one value each when all ``n`` agree
+    (the loop then broadcasts it), else one per neuron. Cached per (p, n, dtype)."""
+    full = leak_constants(p, torch.empty(n, dtype=dtype))
+    if all(bool((c == c[0]).all()) for c in full):
+        return tuple(c[:1].clone() for c in full)
+    return full
+
+
 class _NativeLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
         flat = x_seq.reshape(x_seq.shape[0], -1).contiguous()
-        consts = leak_constants(p, flat[0])
+        consts = _loop_constants(p, flat.shape[1], flat.dtype)
         strict = p.spike_cmp == "gt"
-        u = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
-        return save_and_fire(ctx, u, consts, p, x_seq.shape)
+        u, spikes = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
+        ctx.save_for_backward(u)
+        ctx.params, ctx.shape, ctx.consts = p, x_seq.shape, consts
+        return spikes.view(x_seq.shape)
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
-        u, f1, f0, d1, d0 = ctx.saved_tensors
+        (u,) = ctx.saved_tensors
         p = ctx.params
         go = grad_spikes.reshape(u.shape).contiguous()
         grad = _module().backward(
             u,
             go,
-            f1,
-            f0,
-            d1,
-            d0,
+            *ctx.consts,
             p.threshold,
             p.spike_cmp == "gt",
             _KINDS[p.surrogate],
