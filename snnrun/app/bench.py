@@ -24,7 +24,8 @@ from pathlib import Path
 from snnrun.bench import flops, nets
 
 CONFIGS = {"mlp10": ("mlp", 10), "mlp30": ("mlp", 30), "cnn10": ("cnn", 10)}
-ALL_IMPLS = (*nets.SNNRUN_IMPLS, *nets.PEER_IMPLS)
+ALL_IMPLS = (*nets.SNNRUN_IMPLS, *nets.PEER_IMPLS, *nets.TUNED_PEERS)
+PEERS = (*nets.PEER_IMPLS, *nets.TUNED_PEERS)  # the ratio columns
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -52,7 +53,7 @@ def available(impl: str) -> bool:
         "snntorch": "snntorch",
         "norse": "norse",
     }
-    code = f"import {module[impl]}"
+    code = f"import {module[nets.base(impl)]}"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, check=False
     )
@@ -175,7 +176,7 @@ def summarise(raw: list[dict], configs: list[str], impls: list[str]) -> dict:
                 continue
             row["ratio"] = {
                 peer: row["train_samples_per_s"] / rows[peer]["train_samples_per_s"]
-                for peer in nets.PEER_IMPLS
+                for peer in PEERS
                 if peer in rows and "error" not in rows[peer]
             }
         table[config] = rows
@@ -193,7 +194,7 @@ def markdown(table: dict, configs: list[str], impls: list[str], meta: dict) -> s
     ]
     cuda = meta.get("device", "cpu").startswith("cuda")
     memory = "peak GPU MB" if cuda else "peak RSS MB"
-    peers = [p for p in nets.PEER_IMPLS if p in impls]
+    peers = [p for p in PEERS if p in impls]
     for config in configs:
         net, steps = CONFIGS[config]
         lines += [
@@ -234,7 +235,15 @@ def markdown(table: dict, configs: list[str], impls: list[str], meta: dict) -> s
             f"{gemm / 1e9:.0f} GFLOP/s; roofline {bound:,.0f} training samples/s.",
             "",
         ]
-    lines.append("Implementations:")
+    lines += [
+        "Every snnrun worker runs as `snnrun train` does: glibc allocator tuning "
+        "(`app/runtime.py`) and snnrun's Adam (`train/speed.py`: torch's fused kernel"
+        " where the parameters allow); the peers run with torch's default Adam and "
+        "no tuning, as their users get them, and `+malloc` marks a peer run with "
+        "the same allocator tuning. Same update rule everywhere (Adam, lr 1e-3).",
+        "",
+        "Implementations:",
+    ]
     lines += [f"- `{impl}`: {nets.NOTES[impl]}" for impl in impls]
     if meta["missing"]:
         lines.append(f"- not importable here (skipped): {', '.join(meta['missing'])}")

@@ -6,6 +6,7 @@ before a tracking run is opened, so bad values cost nothing and leave no stray r
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from snnrun.data.registry import DATASETS
 from snnrun.models import ARCHS, SpikingNet
 from snnrun.models.readout import RateReadout
 from snnrun.seeding import derive_seed
+from snnrun.snn.backends import resolve
 from snnrun.snn.fused import disagreement
 from snnrun.snn.lif import LIFParams
 from snnrun.train import memory_plan
@@ -34,6 +36,8 @@ from snnrun.train.speed import (
     compile_model,
     make_adam,
 )
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -124,6 +128,10 @@ def lif_params(stbp: DictConfig) -> LIFParams:
 
 def check_backend(lif: LIFParams, device: torch.device) -> None:
     """The chosen ``stbp.backend`` must match the reference on this device, now."""
+    if lif.backend == "auto":
+        log.info(
+            "stbp.backend=auto runs as %s on %s", resolve(lif.backend, device), device
+        )
     problem = disagreement(lif, device, torch.float32)
     if problem is not None:
         raise ConfigError(

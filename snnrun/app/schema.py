@@ -138,10 +138,11 @@ class STBPConfig:
         detach_reset: drop the gradient through the reset term (the TD-reset path).
         td_grad: keep the temporal gradient paths; false = spatial-only ablation.
         loss_form: paper: 1/(2S)·Σ‖y−r‖²; mean: torch MSELoss, 1/(S·C)·Σ‖y−r‖².
-        backend: reference (autograd per step; the fastest on a CPU, default),
-            fused (one autograd node per layer: less than half the activation
-            memory), native (the fused loop in C++, CPU, built on first use) or
-            triton (Triton kernels, CUDA); changes speed and memory, not the result.
+        backend: auto (default: native on a CPU where the C++ kernel builds, else
+            reference), reference (autograd per step), fused (one autograd node
+            per layer: less than half the activation memory), native (the fused
+            loop in C++, CPU, built on first use, about a minute once) or triton
+            (Triton kernels, CUDA); changes speed and memory, not the result.
     """
 
     threshold: float = 0.5
@@ -154,7 +155,7 @@ class STBPConfig:
     detach_reset: bool = False
     td_grad: bool = True
     loss_form: LossForm = LossForm.paper
-    backend: Backend = Backend.reference  # fused; native (C++, CPU); triton (CUDA)
+    backend: Backend = Backend.auto  # reference; fused; native (C++, CPU); triton
 
 
 @dataclass

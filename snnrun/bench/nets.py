@@ -29,11 +29,16 @@ SNNRUN_IMPLS = (
 CPU_ONLY = ("snnrun-native",)  # the C++ loop
 CUDA_ONLY = ("snnrun-triton",)
 PEER_IMPLS = ("spikingjelly", "snntorch", "norse")
+TUNED = "+malloc"
+"""Suffix of a peer run in a process with snnrun's allocator tuning (every snnrun
+worker has it, as ``snnrun train`` has): ``spikingjelly+malloc``."""
+TUNED_PEERS = ("spikingjelly" + TUNED,)
 NOTES = {
-    "snnrun-reference": "snnrun default, stbp.backend=reference: autograd through "
-    "every step",
+    "snnrun-reference": "snnrun, stbp.backend=reference: autograd through every step "
+    "(the default on CUDA)",
     "snnrun-fused": "snnrun, stbp.backend=fused: one autograd node per layer",
-    "snnrun-native": "snnrun, stbp.backend=native: the fused recurrence as a C++ loop",
+    "snnrun-native": "snnrun default on the CPU (stbp.backend=auto runs native there):"
+    " the fused recurrence as a vectorised C++ loop",
     "snnrun-triton": "snnrun, stbp.backend=triton: the fused recurrence as Triton "
     "kernels (CUDA)",
     "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true (inductor)",
@@ -41,6 +46,8 @@ NOTES = {
     "v_reset=0, surrogate Rect), layer.* step_mode='m', torch backend",
     "snntorch": "snnTorch 1.0 Leaky(beta=0.2, reset_mechanism='zero', rect "
     "surrogate), per-step loop over the whole network (reset path detached)",
+    "spikingjelly+malloc": "SpikingJelly as above, in a process with snnrun's glibc "
+    "allocator tuning (what every snnrun worker and `snnrun train` have)",
     "norse": "Norse 1.1 LIFBoxCell(tau_mem_inv=0.8, v_reset=0, triangle "
     "surrogate), per-step loop; W·x + b scaled by 1.25 to undo the 0.8 input gain",
 }
@@ -48,6 +55,17 @@ NOTES = {
 CPU = torch.device("cpu")
 Forward = Callable[[Tensor], Tensor]
 """Encoded spikes ``[T, B, 1, 28, 28]`` → output rates ``[B, 10]``."""
+
+
+def base(impl: str) -> str:
+    """The implementation without the allocator-tuning suffix."""
+    return impl.removesuffix(TUNED)
+
+
+def tuned(impl: str) -> bool:
+    """Whether ``impl``'s worker applies snnrun's allocator tuning: every snnrun one
+    (``snnrun train`` does) and the ``+malloc`` peers."""
+    return impl.startswith("snnrun") or impl.endswith(TUNED)
 
 
 def in_features(net: str) -> int:
@@ -65,7 +83,7 @@ def build(impl: str, net: str, device: torch.device = CPU) -> tuple[nn.Module, F
     if impl.startswith("snnrun"):
         return _snnrun(impl, net, device)
     builders = {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "norse": _norse}
-    module, forward = builders[impl](net)
+    module, forward = builders[base(impl)](net)
     return module.to(device), forward
 
 

@@ -14,19 +14,22 @@ import time
 import torch
 from torch import Tensor
 
+from snnrun.app.runtime import tune_allocator
 from snnrun.bench import flops, nets
 from snnrun.snn.memory import compact_spikes, mark_binary
 from snnrun.train.memory_plan import saved_activation_bytes
 
 
 def measure(spec: dict) -> dict:
+    impl, net, steps = spec["impl"], spec["net"], int(spec["T"])
+    # snnrun workers run as `snnrun train` does: allocator tuning, snnrun's Adam
+    malloc_tuned = nets.tuned(impl) and tune_allocator()
     torch.set_num_threads(int(spec.get("threads", 2)))
     torch.manual_seed(0)
-    impl, net, steps = spec["impl"], spec["net"], int(spec["T"])
     batch, seconds = int(spec.get("batch", 100)), float(spec.get("seconds", 6.0))
     device = torch.device(spec.get("device", "cpu"))
     model, forward = nets.build(impl, net, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = _optimizer(impl, model)
     images = torch.rand(batch, 1, 28, 28, device=device)
     labels = torch.randint(0, 10, (batch,), device=device)
     generator = torch.Generator(device=device).manual_seed(1)
@@ -69,7 +72,20 @@ def measure(spec: dict) -> dict:
         else None,
         "gemm_flops_per_s": flops.gemm_rate(device=device),
         "torch": torch.__version__,
+        "malloc_tuned": malloc_tuned,
+        "fused_adam": bool(optimizer.defaults.get("fused")),
     }
+
+
+def _optimizer(impl: str, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam, lr 1e-3: snnrun's own (``train.speed.make_adam``: the fused kernel where
+    the parameters allow, as ``snnrun train`` builds it) for snnrun, torch's default
+    for the peers, as their users get it."""
+    if impl.startswith("snnrun"):
+        from snnrun.train.speed import make_adam
+
+        return make_adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8, 0.0)
+    return torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
 def _synchronizer(device: torch.device):

@@ -9,15 +9,21 @@ rounding (``tests/snn/test_fused.py``, ``tests/snn/test_native.py``):
 - ``native`` (``native.py``): the fused recurrence as a compiled C++ loop on the CPU
   (built on first use; elsewhere, or without a compiler, it runs ``fused``);
 - ``triton`` (``triton_lif.py``): the same as Triton kernels on CUDA (imported on
-  first use; without CUDA or Triton's interpreter it runs ``fused``).
+  first use; without CUDA or Triton's interpreter it runs ``fused``);
+- ``auto`` (the configuration's default): :func:`resolve` picks per call from the
+  input's device — ``native`` on the CPU where the C++ kernel builds (measured the
+  fastest there: ``docs/performance.md``), else ``reference``. On CUDA it stays
+  ``reference`` until the Triton kernels have been measured on a GPU.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
+from snnrun.snn import native
 from snnrun.snn.fused import fused_lif_sequence
 from snnrun.snn.lif import Backend, LIFParams, lif_sequence
 from snnrun.snn.native import native_lif_sequence
@@ -32,7 +38,25 @@ def triton_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
     return run(x_seq, p)
 
 
+def resolve(backend: str, device: torch.device | str) -> str:
+    """The backend that ``backend`` runs as on ``device``: itself, except ``auto``
+    (``native`` on the CPU when the C++ kernel is or can be built, else
+    ``reference``). The first call on a CPU may compile the kernel (about a minute,
+    once per machine; cached)."""
+    if backend != Backend.AUTO.value:
+        return backend
+    if torch.device(device).type == "cpu" and native.available():
+        return Backend.NATIVE.value
+    return Backend.REFERENCE.value
+
+
+def auto_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
+    """``stbp.backend=auto``: the backend :func:`resolve` picks for x's device."""
+    return BACKENDS[resolve(Backend.AUTO.value, x_seq.device)](x_seq, p)
+
+
 BACKENDS: dict[str, LIFSequence] = {
+    Backend.AUTO.value: auto_lif_sequence,
     Backend.REFERENCE.value: lif_sequence,
     Backend.FUSED.value: fused_lif_sequence,
     Backend.NATIVE.value: native_lif_sequence,

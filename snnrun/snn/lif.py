@@ -68,9 +68,12 @@ class Backend(str, Enum):
     ``reference``: autograd records every step (``lif_sequence``); ``fused``: one
     autograd node per layer with the hand-written section-4 backward (``fused.py``);
     ``native``: the same as a compiled C++ loop on the CPU (``native.py``);
-    ``triton``: the same as Triton kernels on CUDA (``triton_lif.py``).
+    ``triton``: the same as Triton kernels on CUDA (``triton_lif.py``);
+    ``auto``: the fastest measured one where it runs — ``native`` on the CPU where
+    the C++ kernel builds, else ``reference`` (``backends.resolve``).
     """
 
+    AUTO = "auto"
     REFERENCE = "reference"
     FUSED = "fused"
     NATIVE = "native"
@@ -89,7 +92,8 @@ class LIFParams(NamedTuple):
         surrogate_a: surrogate width a, > 0.
         detach_reset: drop the TD-reset gradient path.
         td_grad: keep the temporal gradient paths (false = spatial-only ablation).
-        backend: "reference" | "fused" | "native" | "triton" (:class:`Backend`);
+        backend: "auto" | "reference" | "fused" | "native" | "triton"
+            (:class:`Backend`);
             changes speed and memory, not the result.
     """
 
@@ -101,7 +105,7 @@ class LIFParams(NamedTuple):
     surrogate_a: float = 1.0
     detach_reset: bool = False
     td_grad: bool = True
-    backend: str = "reference"
+    backend: str = "auto"
 
     def validate(self) -> LIFParams:
         """Check every field; return a copy with plain strings and floats.
