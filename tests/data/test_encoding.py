@@ -62,6 +62,34 @@ def test_rate_mean_matches_probability(pixel: int) -> None:
     assert abs(spikes.mean().item() - pixel / 255) < 0.01
 
 
+def test_rate_decides_by_the_first_digit_that_differs_from_k(monkeypatch) -> None:
+    """r's base-256 digits against p = k/255 = 0.kkk…: scripted digits, known answers."""
+    import snnrun.data.encoding as encoding
+
+    k = torch.tensor([7, 7, 7, 7, 0, 255], dtype=torch.uint8)
+    script = iter(
+        [
+            torch.tensor([6, 8, 7, 7, 0, 255], dtype=torch.uint8),  # first digits
+            torch.tensor([6, 7, 0, 255], dtype=torch.uint8),  # the four ties
+            torch.tensor([8, 3, 200], dtype=torch.uint8),  # three ties again
+        ]
+    )
+    monkeypatch.setattr(encoding, "random_bytes", lambda count, g, d: next(script))
+    spikes = encoding.bernoulli_spikes(k, 1, gen())[0]
+    # 6<7 fires; 8>7 not; 7,6 fires; 7,7,8 not; 0,0,3: 3 > 0 not; 255,255,200 fires
+    assert spikes.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    assert next(script, None) is None  # no draw after the last tie resolved
+
+
+def test_rate_every_intensity_fires_at_its_probability() -> None:
+    x = torch.arange(256, dtype=torch.uint8).repeat(40)  # each k 40 times × T=500
+    spikes = RateEncoder(500, gen(7))(x).view(500, 40, 256)
+    rate = spikes.mean(dim=(0, 1))
+    p = torch.arange(256) / 255
+    sigma = (p * (1 - p) / 20_000).sqrt()
+    assert ((rate - p).abs() <= 5 * sigma + 1e-12).all()
+
+
 def test_rate_output_has_no_grad() -> None:
     spikes = RateEncoder(2, gen())(batch())
     assert not spikes.requires_grad and spikes.grad_fn is None
