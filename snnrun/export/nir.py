@@ -126,7 +126,7 @@ def _stage_modules(stage: nn.Module, index: int) -> list[tuple[str, nn.Module]]:
     kinds[nn.Conv2d] = "conv"
     named = []
     for position, module in enumerate(modules):
-        kind = kinds.get(type(module))
+        kind = next((k for t, k in kinds.items() if isinstance(module, t)), None)
         if kind is None:
             raise ExportError(f"stage {index}: {module!r} has no NIR node here")
         named.append(

@@ -21,6 +21,7 @@ from torch import nn
 
 from snnrun.models.net import SpikingNet, Stage, apply_init
 from snnrun.snn import LIFParams
+from snnrun.snn.layers import AvgPool2d
 
 _CONV = re.compile(r"(\d+)C(\d+)")
 _POOL = re.compile(r"A?P(\d+)")
@@ -113,7 +114,7 @@ class _Builder:
                 f"{token} shrinks a {self.height}×{self.width} map to 0; "
                 "remove a pool or use a smaller one"
             )
-        self.pending.append(nn.AvgPool2d(kernel))
+        self.pending.append(AvgPool2d(kernel))
         self.height //= kernel
         self.width //= kernel
 

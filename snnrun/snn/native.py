@@ -144,3 +144,33 @@ def native_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
 
         return fused_lif_sequence(x_seq, p)
     return _NativeLIF.apply(x_seq, p)
+
+
+class _NativeAvgPool(torch.autograd.Function):
+    """``nn.AvgPool2d(k)`` on ``[N, C, H, W]`` as one C++ pass each way (same sums
+    in the same order and the same division as torch's kernel: identical values)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, kernel: int) -> Tensor:  # type: ignore[override]
+        ctx.kernel, ctx.size = kernel, x.shape[-2:]
+        return _module().avg_pool_forward(x, kernel)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        height, width = ctx.size
+        dx = _module().avg_pool_backward(grad.contiguous(), height, width, ctx.kernel)
+        return dx, None
+
+
+def avg_pool(x: Tensor, kernel: int) -> Tensor | None:
+    """k×k average pool, stride k, of a contiguous float32/64 ``[N, C, H, W]`` CPU
+    tensor by the C++ kernel; None where it does not apply (the caller runs torch's)."""
+    if (
+        x.device.type != "cpu"
+        or x.dtype not in (torch.float32, torch.float64)
+        or x.dim() != 4
+        or not x.is_contiguous()
+        or _module() is None
+    ):
+        return None
+    return _NativeAvgPool.apply(x, kernel)

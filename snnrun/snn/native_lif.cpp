@@ -1,5 +1,5 @@
 // The STBP LIF recurrence as one C++ loop per block of neurons (CPU), forward and
-// backward. Built on first use by torch.utils.cpp_extension (snnrun/snn/native.py);
+// backward; and the k×k average pool that follows a spiking conv layer (end of file). Built on first use by torch.utils.cpp_extension (snnrun/snn/native.py);
 // the math is that of snnrun/snn/fused.py, element by element:
 //   forward   u[0] = x[0];  u[t] = f(o[t-1]) * u[t-1] + x[t];  o[t] = g(u[t])
 //   backward  du[t] = go[t]*h(u[t]) + du[t+1]*(f(o[t]) + u[t]*f'(o[t])*h(u[t]))
@@ -317,7 +317,119 @@ torch::Tensor backward(torch::Tensor u, torch::Tensor go, torch::Tensor f_fired,
   return grad;
 }
 
+// ---- k×k average pooling, stride k, floor (nn.AvgPool2d(k)) on [N, H, W] planes --
+// forward  y[ho][wo] = (Σ_{i<k} Σ_{j<k} x[ho·k+i][wo·k+j]) / (k·k), summed row by row
+//          as torch's own kernel does; backward  dx[h][w] = dy[h/k][w/k] / (k·k)
+//          inside the pooled area, 0 in the rows and columns the floor drops.
+namespace {
+
+template <typename T>
+NOINLINE void pool_plane(const T* __restrict__ x, T* __restrict__ y, int64_t h,
+                         int64_t w, int64_t k) {
+  const int64_t ho = h / k, wo = w / k;
+  const T divisor = static_cast<T>(k * k);
+  for (int64_t r = 0; r < ho; ++r) {
+    T* __restrict__ out = y + r * wo;
+    for (int64_t c = 0; c < wo; ++c) {
+      T sum = 0;
+      for (int64_t i = 0; i < k; ++i) {
+        const T* row = x + (r * k + i) * w + c * k;
+        for (int64_t j = 0; j < k; ++j) sum += row[j];
+      }
+      out[c] = sum / divisor;
+    }
+  }
+}
+
+template <typename T>
+NOINLINE void pool_plane_2(const T* __restrict__ x, T* __restrict__ y, int64_t h,
+                           int64_t w) {  // k = 2, the common case, vectorisable
+  const int64_t ho = h / 2, wo = w / 2;
+  for (int64_t r = 0; r < ho; ++r) {
+    const T* __restrict__ top = x + (2 * r) * w;
+    const T* __restrict__ bottom = top + w;
+    T* __restrict__ out = y + r * wo;
+    for (int64_t c = 0; c < wo; ++c) {
+      const T sum = ((top[2 * c] + top[2 * c + 1]) + bottom[2 * c]) + bottom[2 * c + 1];
+      out[c] = sum / T(4);
+    }
+  }
+}
+
+template <typename T>
+NOINLINE void unpool_plane(const T* __restrict__ dy, T* __restrict__ dx, int64_t h,
+                           int64_t w, int64_t k) {
+  const int64_t ho = h / k, wo = w / k;
+  const T divisor = static_cast<T>(k * k);
+  for (int64_t r = 0; r < h; ++r) {
+    T* __restrict__ out = dx + r * w;
+    if (r >= ho * k) {
+      for (int64_t c = 0; c < w; ++c) out[c] = T(0);
+      continue;
+    }
+    const T* __restrict__ in = dy + (r / k) * wo;
+    if (k == 2) {
+      for (int64_t c = 0; c < wo; ++c) {
+        const T share = in[c] / T(4);
+        out[2 * c] = share;
+        out[2 * c + 1] = share;
+      }
+    } else {
+      for (int64_t c = 0; c < wo; ++c) {
+        const T share = in[c] / divisor;
+        for (int64_t j = 0; j < k; ++j) out[c * k + j] = share;
+      }
+    }
+    for (int64_t c = wo * k; c < w; ++c) out[c] = T(0);
+  }
+}
+
+}  // namespace
+
+// x: [N, C, H, W] contiguous → [N, C, H/k, W/k]
+torch::Tensor avg_pool_forward(torch::Tensor x, int64_t k) {
+  check(x, x, "x");
+  TORCH_CHECK(x.dim() == 4 && k >= 1, "avg_pool: expected [N, C, H, W] and k >= 1");
+  const int64_t planes = x.size(0) * x.size(1), h = x.size(2), w = x.size(3);
+  auto y = torch::empty({x.size(0), x.size(1), h / k, w / k}, x.options());
+  const int64_t plane_in = h * w, plane_out = (h / k) * (w / k);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "avg_pool_forward", [&] {
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, planes, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        if (k == 2) {
+          pool_plane_2<scalar_t>(xp + p * plane_in, yp + p * plane_out, h, w);
+        } else {
+          pool_plane<scalar_t>(xp + p * plane_in, yp + p * plane_out, h, w, k);
+        }
+      }
+    });
+  });
+  return y;
+}
+
+// dy: [N, C, H/k, W/k] contiguous → dx: [N, C, H, W]
+torch::Tensor avg_pool_backward(torch::Tensor dy, int64_t h, int64_t w, int64_t k) {
+  check(dy, dy, "grad");
+  const int64_t planes = dy.size(0) * dy.size(1);
+  auto dx = torch::empty({dy.size(0), dy.size(1), h, w}, dy.options());
+  const int64_t plane_in = (h / k) * (w / k), plane_out = h * w;
+  AT_DISPATCH_FLOATING_TYPES(dy.scalar_type(), "avg_pool_backward", [&] {
+    const scalar_t* gp = dy.data_ptr<scalar_t>();
+    scalar_t* dp = dx.data_ptr<scalar_t>();
+    at::parallel_for(0, planes, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        unpool_plane<scalar_t>(gp + p * plane_in, dp + p * plane_out, h, w, k);
+      }
+    });
+  });
+  return dx;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "LIF recurrence, forward: (u, spikes)");
   m.def("backward", &backward, "LIF recurrence, section-4 backward");
+  m.def("avg_pool_forward", &avg_pool_forward, "k x k average pool, stride k");
+  m.def("avg_pool_backward", &avg_pool_backward, "its gradient");
 }
