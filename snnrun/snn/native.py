@@ -49,7 +49,7 @@ def _cpu_signature() -> str:
 def _module() -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
-    base = ["-O3", "-ffp-contract=off"]
+    base = ["-O3", "-ffp-contract=off", "-fopenmp"]  # -fopenmp: at::parallel_for threads
     attempts = (("-march=native", *base), tuple(base))  # then portable code
     for index, flags in enumerate(attempts):
         try:
