@@ -304,6 +304,9 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     compile_net = bool(cfg.trainer.get("compile", False))
     if compile_net:
         check_compile(device)
+        if lif.backend == "auto":  # inductor traces the per-step graph; the C++ loop
+            log.info("trainer.compile=true: stbp.backend=auto runs as reference")
+            lif = lif._replace(backend="reference")  # would split it into pieces
     check_backend(lif, device)
     data = build_data(cfg)
     model = build_model(cfg, data, lif).to(device)

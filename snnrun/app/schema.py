@@ -139,10 +139,11 @@ class STBPConfig:
         td_grad: keep the temporal gradient paths; false = spatial-only ablation.
         loss_form: paper: 1/(2S)·Σ‖y−r‖²; mean: torch MSELoss, 1/(S·C)·Σ‖y−r‖².
         backend: auto (default: native on a CPU where the C++ kernel builds, else
-            reference), reference (autograd per step), fused (one autograd node
-            per layer: less than half the activation memory), native (the fused
-            loop in C++, CPU, built on first use, about a minute once) or triton
-            (Triton kernels, CUDA); changes speed and memory, not the result.
+            reference; reference under trainer.compile=true), reference (autograd
+            per step), fused (one autograd node per layer: less than half the
+            activation memory), native (the fused loop in C++, CPU, built on first
+            use, about a minute once) or triton (Triton kernels, CUDA); changes
+            speed and memory, not the result.
     """
 
     threshold: float = 0.5

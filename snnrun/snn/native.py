@@ -45,16 +45,33 @@ def _cpu_signature() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
+def _built(name: str) -> bool:
+    """Whether the extension ``name`` is already compiled in torch's cache."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(name + ".*so"))
+    except Exception:  # a private helper: its absence only costs the message
+        return True
+
+
 @functools.cache
 def _module() -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
-    base = ["-O3", "-ffp-contract=off", "-fopenmp"]  # -fopenmp: at::parallel_for threads
+    base = [
+        "-O3",
+        "-ffp-contract=off",
+        "-fopenmp",
+    ]  # -fopenmp: at::parallel_for threads
     attempts = (("-march=native", *base), tuple(base))  # then portable code
     for index, flags in enumerate(attempts):
+        name = f"snnrun_native_lif_{_cpu_signature()}_{index}"
+        if not _built(name):
+            log.info("compiling snnrun's C++ LIF kernel (once per machine, ~1 min)")
         try:
             return load(
-                name=f"snnrun_native_lif_{_cpu_signature()}_{index}",
+                name=name,
                 sources=[str(SOURCE)],
                 extra_cflags=list(flags),
                 verbose=False,
@@ -100,7 +117,7 @@ def _loop_constants(p: LIFParams, n: int, dtype: torch.dtype) -> tuple[Tensor, .
     """:func:`leak_constants` for the C++ loop: one value each when all ``n`` agree
     (the loop then broadcasts it), else one per neuron. Cached per (p, n, dtype)."""
     full = leak_constants(p, torch.empty(n, dtype=dtype))
-    if all(bool((c == c[0]).all()) for c in full):
+    if n and all(bool((c == c[0]).all()) for c in full):
         return tuple(c[:1].clone() for c in full)
     return full
 

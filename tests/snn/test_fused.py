@@ -153,3 +153,20 @@ def test_start_up_check_catches_a_broken_backend(monkeypatch) -> None:
     monkeypatch.setattr(fused, "input_gradient", spatial_only)
     problem = fused.disagreement(p, CPU, torch.float32)
     assert problem is not None and "gradients differ" in problem
+
+
+def test_auto_runs_native_on_the_cpu_and_reference_elsewhere() -> None:
+    from snnrun.snn.backends import resolve
+
+    assert native.available(), "the C++ kernel must build here (g++, ninja)"
+    assert resolve("auto", "cpu") == "native"
+    assert resolve("auto", "cuda") == "reference"  # until Triton is measured on a GPU
+    assert resolve("auto", "meta") == "reference"
+    assert resolve("fused", "cpu") == "fused"  # an explicit choice is kept
+    p = params("exp", True, False, "h1", "ge")._replace(backend="auto")
+    assert fused.disagreement(p, CPU, torch.float32) is None
+    x = torch.randn(5, 3, 7)
+    weight = torch.randn(5, 3, 7)
+    auto = run(BACKENDS["auto"], x, weight, p)
+    ours = run(BACKENDS["native"], x, weight, p)
+    assert all(torch.equal(a, b) for a, b in zip(auto, ours, strict=True))
