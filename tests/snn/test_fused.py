@@ -170,3 +170,36 @@ def test_auto_runs_native_on_the_cpu_and_reference_elsewhere() -> None:
     auto = run(BACKENDS["auto"], x, weight, p)
     ours = run(BACKENDS["native"], x, weight, p)
     assert all(torch.equal(a, b) for a, b in zip(auto, ours, strict=True))
+
+
+def test_auto_falls_back_to_the_reference_without_a_compiler(tmp_path) -> None:
+    """A machine where the C++ kernel cannot be built (here: a compiler that fails,
+    an empty extension cache) still trains: auto runs the reference, pools run
+    torch's, and the build failure is a warning, not an error."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from snnrun.snn.backends import BACKENDS, resolve\n"
+        "from snnrun.snn import LIFParams, lif_sequence\n"
+        "from snnrun.snn.layers import AvgPool2d\n"
+        "print(resolve('auto', 'cpu'))\n"
+        "x = torch.randn(4, 2, 6)\n"
+        "p = LIFParams(backend='auto').validate()\n"
+        "print(torch.equal(BACKENDS['auto'](x, p), lif_sequence(x, p)))\n"
+        "y = torch.rand(2, 3, 4, 4)\n"
+        "print(torch.equal(AvgPool2d(2)(y), torch.nn.functional.avg_pool2d(y, 2)))\n"
+    )
+    env = {**os.environ, "CXX": "/bin/false", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["reference", "True", "True"]
+    assert "could not be built" in done.stderr
