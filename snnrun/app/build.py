@@ -126,12 +126,14 @@ def lif_params(stbp: DictConfig) -> LIFParams:
         raise ConfigError(str(error)) from error
 
 
-def check_backend(lif: LIFParams, device: torch.device) -> None:
+def check_backend(
+    lif: LIFParams, device: torch.device, compiling: bool = False
+) -> None:
     """The chosen ``stbp.backend`` must match the reference on this device, now."""
     if lif.backend == "auto":
-        log.info(
-            "stbp.backend=auto runs as %s on %s", resolve(lif.backend, device), device
-        )
+        runs = resolve(lif.backend, device, compiling)
+        note = " (traced by trainer.compile)" if compiling else ""
+        log.info("stbp.backend=auto runs as %s on %s%s", runs, device, note)
     problem = disagreement(lif, device, torch.float32)
     if problem is not None:
         raise ConfigError(
@@ -304,10 +306,7 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     compile_net = bool(cfg.trainer.get("compile", False))
     if compile_net:
         check_compile(device)
-        if lif.backend == "auto":  # inductor traces the per-step graph; the C++ loop
-            log.info("trainer.compile=true: stbp.backend=auto runs as reference")
-            lif = lif._replace(backend="reference")  # would split it into pieces
-    check_backend(lif, device)
+    check_backend(lif, device, compiling=compile_net)
     data = build_data(cfg)
     model = build_model(cfg, data, lif).to(device)
     if compile_net:
