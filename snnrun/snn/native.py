@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import platform
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -55,6 +56,34 @@ def _built(name: str) -> bool:
         return True
 
 
+STALE_LOCK_S = 300.0
+"""A build lock older than this is left by a killed process (a build takes ~1 min)."""
+
+
+def _clear_stale_lock(name: str) -> None:
+    """Wait for another process's build of ``name``; remove its lock if that process
+    died mid-build. torch's own wait on the lock file has no limit: one interrupted
+    first run would otherwise hang every later one."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    except Exception:  # a private helper: without it, torch's own wait applies
+        return
+    while lock.exists():
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except OSError:  # removed meanwhile: the build finished
+            return
+        if age > STALE_LOCK_S:
+            log.warning(
+                "removing a stale build lock left by an interrupted run: %s", lock
+            )
+            lock.unlink(missing_ok=True)
+            return
+        time.sleep(1.0)
+
+
 @functools.cache
 def _module() -> ModuleType | None:
     from torch.utils.cpp_extension import load
@@ -67,6 +96,7 @@ def _module() -> ModuleType | None:
     attempts = (("-march=native", *base), tuple(base))  # then portable code
     for index, flags in enumerate(attempts):
         name = f"snnrun_native_lif_{_cpu_signature()}_{index}"
+        _clear_stale_lock(name)
         if not _built(name):
             log.info("compiling snnrun's C++ LIF kernel (once per machine, ~1 min)")
         try:

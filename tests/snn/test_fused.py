@@ -204,3 +204,28 @@ def test_auto_falls_back_to_the_reference_without_a_compiler(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["reference", "True", "True"]
     assert "could not be built" in done.stderr
+
+
+def test_a_stale_build_lock_does_not_hang_the_next_run() -> None:
+    """A run killed while torch held the extension's build lock leaves the file
+    behind; torch waits on it forever. snnrun removes a lock older than any build."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from torch.utils.cpp_extension import _get_build_directory
+
+    assert native.available()
+    name = f"snnrun_native_lif_{native._cpu_signature()}_0"
+    lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+    lock.touch()
+    old = time.time() - 2 * native.STALE_LOCK_S
+    os.utime(lock, (old, old))
+    code = "from snnrun.snn import native; print(native.available())"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["True"], done.stderr
+    assert "stale build lock" in done.stderr and not lock.exists()
