@@ -46,14 +46,20 @@ def _cpu_signature() -> str:
     return hashlib.sha1(flags.encode()).hexdigest()[:10]
 
 
-def _built(name: str) -> bool:
-    """Whether the extension ``name`` is already compiled in torch's cache."""
+def _build_dir(name: str) -> Path | None:
+    """torch's cache folder for the extension ``name``; None if torch hides it."""
     try:
         from torch.utils.cpp_extension import _get_build_directory
 
-        return any(Path(_get_build_directory(name, verbose=False)).glob(name + ".*so"))
-    except Exception:  # a private helper: its absence only costs the message
-        return True
+        return Path(_get_build_directory(name, verbose=False))
+    except Exception:  # a private helper: its absence only costs message and check
+        return None
+
+
+def _built(name: str) -> bool:
+    """Whether the extension ``name`` is already compiled in torch's cache."""
+    folder = _build_dir(name)
+    return folder is None or any(folder.glob(name + ".*so"))
 
 
 STALE_LOCK_S = 300.0
@@ -64,12 +70,10 @@ def _clear_stale_lock(name: str) -> None:
     """Wait for another process's build of ``name``; remove its lock if that process
     died mid-build. torch's own wait on the lock file has no limit: one interrupted
     first run would otherwise hang every later one."""
-    try:
-        from torch.utils.cpp_extension import _get_build_directory
-
-        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
-    except Exception:  # a private helper: without it, torch's own wait applies
+    folder = _build_dir(name)
+    if folder is None:  # without it, torch's own wait applies
         return
+    lock = folder / "lock"
     while lock.exists():
         try:
             age = time.time() - lock.stat().st_mtime
