@@ -42,6 +42,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="cpu or cuda[:N]; implementations that cannot run there are left out",
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--data",
+        default=os.environ.get("SNNRUN_DATA", "data"),
+        help="folder with mnist/ (IDX .gz): its first training images are the "
+        "input ($SNNRUN_DATA, else ./data); without it, uniform random intensities",
+    )
     return parser.parse_args(argv)
 
 
@@ -105,6 +111,7 @@ def main(argv: list[str]) -> int:
                     threads=args.threads,
                     seconds=args.seconds,
                     device=args.device,
+                    data=args.data,
                 )
                 result = run_worker(spec)
                 result.update(config=config, round=round_)
@@ -113,6 +120,7 @@ def main(argv: list[str]) -> int:
                 sys.stdout.flush()
     table = summarise(raw, configs, impls)
     meta = _meta(args, missing)
+    meta["input"] = next((r["input"] for r in raw if "input" in r), "none")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(
         json.dumps({"meta": meta, "summary": table, "raw": raw}, indent=2) + "\n"
@@ -189,7 +197,9 @@ def markdown(table: dict, configs: list[str], impls: list[str], meta: dict) -> s
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}; torch {meta['torch']}; batch {meta['batch']}, "
-        f"{meta['threads']} threads; medians of {meta['rounds']} alternating rounds.",
+        f"{meta['threads']} threads; medians of {meta['rounds']} alternating rounds.  ",
+        f"Input: {meta.get('input', 'n/a')}, Bernoulli rate-coded anew every step "
+        "(the input's density sets the cost of event-driven products).",
         "",
     ]
     cuda = meta.get("device", "cpu").startswith("cuda")

@@ -26,6 +26,7 @@ from snnrun.models.readout import RateReadout
 from snnrun.seeding import derive_seed
 from snnrun.snn.backends import resolve
 from snnrun.snn.fused import disagreement
+from snnrun.snn.layers import set_event_products
 from snnrun.snn.lif import LIFParams
 from snnrun.train import memory_plan
 from snnrun.train.loop import Learner
@@ -239,7 +240,7 @@ def build_net(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, seeding.INIT))
         try:
-            return build(
+            net = build(
                 _to_dataclass(cfg.arch, schema),
                 in_shape=tuple(in_shape),
                 num_classes=num_classes,
@@ -247,6 +248,9 @@ def build_net(
             )
         except ValueError as error:
             raise ConfigError(str(error)) from error
+    # .get: configs saved before the key existed take the default
+    set_event_products(net, bool(cfg.trainer.get("event_products", True)))
+    return net
 
 
 def net_facts(meta: DataMeta) -> dict[str, object]:

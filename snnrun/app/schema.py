@@ -239,6 +239,8 @@ class TrainerConfig:
         precision: fp32, or bf16: the matrix products (Linear, Conv2d) in bfloat16
             under torch.autocast, membrane potentials and spikes in float32 (see
             below).
+        event_products: Linear layers whose input is spikes sum only the weights of
+            the nonzero inputs (CPU, C++; see below); false: dense products.
 
     ``compile``: run the network's forward and backward through ``torch.compile``
     (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
@@ -252,6 +254,14 @@ class TrainerConfig:
     the loss stay float32; only the synaptic input W·x + b is computed and rounded
     in bfloat16, so a spike can flip where |u − V_th| is within bf16's rounding.
     Accuracy against fp32: ``docs/performance.md``.
+
+    ``event_products``: a Linear layer fed spikes (the rate-coded input, a hidden
+    spike layer) on the CPU computes x·Wᵀ + b and its weight gradient over the
+    nonzero entries of x only, in C++ (``snn/native_linear.cpp``), while at most 25%
+    of x is nonzero (rate-coded MNIST: 13%); otherwise, on CUDA, under compile or
+    bf16, or without a C++ compiler, the dense product. Same math; the sums run in
+    another order, so float rounding may flip a spike where |u − V_th| ≈ 1e-6, as
+    with compile. Measured gains in ``docs/performance.md``.
 
     ``test_every``: evaluate the test split (``test/*``, reported, never selected on)
     every N epochs; 0: only after the last epoch and after each epoch whose
@@ -277,6 +287,7 @@ class TrainerConfig:
     detect_anomaly: bool = False
     compile: bool = False
     precision: Precision = Precision.fp32
+    event_products: bool = True
 
 
 @dataclass

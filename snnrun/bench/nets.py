@@ -23,10 +23,11 @@ SNNRUN_IMPLS = (
     "snnrun-reference",
     "snnrun-fused",
     "snnrun-native",
+    "snnrun-dense",
     "snnrun-triton",
     "snnrun-compiled",
 )
-CPU_ONLY = ("snnrun-native",)  # the C++ loop
+CPU_ONLY = ("snnrun-native", "snnrun-dense")  # the C++ loop
 CUDA_ONLY = ("snnrun-triton",)
 PEER_IMPLS = ("spikingjelly", "snntorch", "norse")
 TUNED = "+malloc"
@@ -38,7 +39,10 @@ NOTES = {
     "(the default on CUDA)",
     "snnrun-fused": "snnrun, stbp.backend=fused: one autograd node per layer",
     "snnrun-native": "snnrun default on the CPU (stbp.backend=auto runs native there):"
-    " the fused recurrence as a vectorised C++ loop",
+    " the fused recurrence as a vectorised C++ loop, and event-driven products for"
+    " spike input (trainer.event_products=true)",
+    "snnrun-dense": "snnrun, the default with trainer.event_products=false: native"
+    " LIF loop, dense products",
     "snnrun-triton": "snnrun, stbp.backend=triton: the fused recurrence as Triton "
     "kernels (CUDA)",
     "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true (inductor)",
@@ -102,10 +106,12 @@ def weight_layers(net: str) -> list[nn.Module]:
 def _snnrun(impl: str, net: str, device: torch.device) -> tuple[nn.Module, Forward]:
     from snnrun.models import cnn, mlp
     from snnrun.snn import LIFParams
+    from snnrun.snn.layers import set_event_products
 
     backend = {
         "snnrun-fused": "fused",
         "snnrun-native": "native",
+        "snnrun-dense": "native",
         "snnrun-triton": "triton",
     }.get(impl, "reference")
     p = LIFParams(DECAY, THRESHOLD, "linear", backend=backend)
@@ -118,6 +124,7 @@ def _snnrun(impl: str, net: str, device: torch.device) -> tuple[nn.Module, Forwa
             cnn.CNNConfig(spec=CNN_SPEC, init="default"), (1, 28, 28), 10, p
         )
     model = model.to(device)
+    set_event_products(model, impl != "snnrun-dense")
     if impl == "snnrun-compiled":
         from snnrun.train.speed import compile_model
 

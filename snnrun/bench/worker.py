@@ -10,12 +10,15 @@ import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from snnrun.app.runtime import tune_allocator
 from snnrun.bench import flops, nets
+from snnrun.data import DataError
+from snnrun.data.idx import read_idx
 from snnrun.snn.memory import compact_spikes, mark_binary
 from snnrun.train.memory_plan import saved_activation_bytes
 
@@ -30,9 +33,8 @@ def measure(spec: dict) -> dict:
     device = torch.device(spec.get("device", "cpu"))
     model, forward = nets.build(impl, net, device)
     optimizer = _optimizer(impl, model)
-    intensities = torch.randint(0, 256, (batch, 1, 28, 28), dtype=torch.uint8)
-    intensities = intensities.to(device)
-    labels = torch.randint(0, 10, (batch,), device=device)
+    intensities, labels, source = input_batch(spec.get("data"), batch)
+    intensities, labels = intensities.to(device), labels.to(device)
     generator = torch.Generator(device=device).manual_seed(1)
     encode = _encoder(impl, intensities, steps, generator)
     own = impl.startswith("snnrun")  # peers run as they are, without our packing
@@ -71,7 +73,27 @@ def measure(spec: dict) -> dict:
         "torch": torch.__version__,
         "malloc_tuned": malloc_tuned,
         "fused_adam": bool(optimizer.defaults.get("fused")),
+        "input": source,
     }
+
+
+def input_batch(data: str | None, batch: int) -> tuple[Tensor, Tensor, str]:
+    """The first ``batch`` MNIST training images ``[B, 1, 28, 28]`` (uint8) and
+    labels, read from ``<data>/mnist`` — the input density (13% of the rate-coded
+    pixels fire per step) is part of what is measured; without the files, uniform
+    random intensities (50% fire), said in the result."""
+    folder = Path(data or ".") / "mnist"
+    try:
+        images = read_idx(folder / "train-images-idx3-ubyte.gz")[:batch]
+        labels = read_idx(folder / "train-labels-idx1-ubyte.gz")[:batch]
+    except DataError:
+        images = torch.randint(0, 256, (batch, 28, 28), dtype=torch.uint8)
+        labels = torch.randint(0, 10, (batch,), dtype=torch.uint8)
+        return images.unsqueeze(1), labels.long(), "uniform random intensities"
+    if images.shape[0] < batch:
+        images = images.repeat(-(-batch // images.shape[0]), 1, 1)[:batch]
+        labels = labels.repeat(-(-batch // labels.shape[0]))[:batch]
+    return images.unsqueeze(1), labels.long(), f"MNIST train[:{batch}]"
 
 
 def _encoder(impl: str, k: Tensor, steps: int, generator: torch.Generator):

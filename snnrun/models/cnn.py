@@ -21,7 +21,7 @@ from torch import nn
 
 from snnrun.models.net import SpikingNet, Stage, apply_init
 from snnrun.snn import LIFParams
-from snnrun.snn.layers import AvgPool2d
+from snnrun.snn.layers import AvgPool2d, Linear
 
 _CONV = re.compile(r"(\d+)C(\d+)")
 _POOL = re.compile(r"A?P(\d+)")
@@ -124,7 +124,7 @@ class _Builder:
         if self.features is None:  # first FC: flatten c·H·W + y·W + x
             self.pending.append(nn.Flatten())
             self.features = self.channels * self.height * self.width
-        self._add(nn.Linear(self.features, units))
+        self._add(Linear(self.features, units))
         self.features = units
 
     def fail(self, problem: str) -> None:

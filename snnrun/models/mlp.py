@@ -14,6 +14,7 @@ from torch import nn
 
 from snnrun.models.net import SpikingNet, Stage, apply_init
 from snnrun.snn import LIFParams
+from snnrun.snn.layers import Linear
 
 
 @dataclass
@@ -54,7 +55,7 @@ def build(
     widths = [math.prod(in_shape), *hidden, num_classes]
     stages = []
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(widths)):
-        linear = nn.Linear(fan_in, fan_out)
+        linear = Linear(fan_in, fan_out)
         pre = nn.Sequential(nn.Flatten(), linear) if i == 0 else linear
         stages.append(Stage(pre, lif))
     net = SpikingNet(stages, in_shape)

@@ -48,6 +48,41 @@ class AvgPool2d(nn.AvgPool2d):
         return super().forward(x) if pooled is None else pooled
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` that, on the CPU, sums only the weight rows of nonzero inputs
+    when its input is spikes (``native.event_linear``: at most 25% nonzero, float32,
+    ≥ 32 outputs, C++ kernel built; about 4x faster than the dense product at
+    MNIST's 13% input density) and runs torch's dense product otherwise. Equal to
+    ``nn.Linear`` up to float rounding. ``event_driven=False`` (``trainer.
+    event_products=false``, :func:`set_event_products`) keeps the dense product
+    always; so do torch.compile's tracing and autocast (bf16). Still an
+    ``nn.Linear``: state dicts, exports and ``isinstance`` checks see the standard
+    module."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self.event_driven = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[N, in_features]`` → ``[N, out_features]``."""
+        if (
+            self.event_driven
+            and not torch.compiler.is_compiling()
+            and not torch.is_autocast_enabled(x.device.type)
+        ):
+            y = native.event_linear(x, self.weight, self.bias)
+            if y is not None:
+                return y
+        return super().forward(x)
+
+
+def set_event_products(module: nn.Module, enabled: bool) -> None:
+    """Turn the event-driven product of every :class:`Linear` in ``module`` on/off."""
+    for layer in module.modules():
+        if isinstance(layer, Linear):
+            layer.event_driven = enabled
+
+
 class LIF(nn.Module):
     """A layer of LIF neurons over all time steps.
 

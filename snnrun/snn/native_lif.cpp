@@ -427,9 +427,21 @@ torch::Tensor avg_pool_backward(torch::Tensor dy, int64_t h, int64_t w, int64_t 
   return dx;
 }
 
+// native_linear.cpp (compiled into the same extension)
+std::vector<torch::Tensor> spike_rows(torch::Tensor x, int64_t max_nnz);
+std::vector<torch::Tensor> pack_weight(torch::Tensor weight, torch::Tensor bias);
+torch::Tensor event_forward(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                            torch::Tensor packed, torch::Tensor pbias, int64_t outs);
+torch::Tensor event_wgrad(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                          torch::Tensor g, int64_t ins);
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "LIF recurrence, forward: (u, spikes)");
   m.def("backward", &backward, "LIF recurrence, section-4 backward");
   m.def("avg_pool_forward", &avg_pool_forward, "k x k average pool, stride k");
   m.def("avg_pool_backward", &avg_pool_backward, "its gradient");
+  m.def("spike_rows", &spike_rows, "nonzero columns of every row (CSR)");
+  m.def("pack_weight", &pack_weight, "Linear weights in blocks of 32 outputs");
+  m.def("event_forward", &event_forward, "x·Wᵀ + b over the nonzero inputs");
+  m.def("event_wgrad", &event_wgrad, "gᵀ·x over the nonzero inputs");
 }

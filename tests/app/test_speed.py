@@ -19,6 +19,7 @@ from torch import nn
 from snnrun.app.build import ConfigError, build_parts
 from snnrun.models import cnn, mlp
 from snnrun.snn import LIFParams
+from snnrun.snn.layers import Linear
 from snnrun.train import speed
 
 from .conftest import tiny
@@ -206,3 +207,11 @@ def test_debug_fast_run_with_compile(run_cli, tmp_path) -> None:
     evaluated = run_cli("eval", str(run_dir / "checkpoints" / "last.pt"), timeout=600)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert "test/acc" in evaluated.stdout
+
+
+@pytest.mark.parametrize("events", [True, False])
+def test_event_products_reach_every_linear_layer(compose_cfg, events) -> None:
+    """``trainer.event_products`` switches the event-driven Linear of the built net."""
+    parts = build_parts(compose_cfg(*tiny(f"trainer.event_products={events}")))
+    layers = [m for m in parts.model.modules() if isinstance(m, Linear)]
+    assert layers and all(layer.event_driven is events for layer in layers)

@@ -1,0 +1,264 @@
+// Event-driven products for a Linear layer whose input is spikes (CPU, float32).
+// Built with native_lif.cpp into one extension (snnrun/snn/native.py); bound there.
+//
+// y = x·Wᵀ + b and dW = gᵀ·x where x [N, I] is mostly zeros (rate-coded MNIST: 13%
+// ones): instead of a dense GEMM over all I inputs, each row of x is turned into the
+// list of its nonzero columns (and values, unless every one is 1), and a row of y is
+// the bias plus the weight rows of those columns only — 1/density less work.
+//   forward   y[n, :]  = b + Σ_{i: x[n,i] ≠ 0} x[n,i] · Wᵀ[i, :]   (i ascending)
+//   weights   dWᵀ[i, :] = Σ_{n: x[n,i] ≠ 0} x[n,i] · g[n, :]       (n ascending)
+// Each output element is summed by one thread in that fixed order: the result does not
+// depend on the thread count (a dense GEMM's blocking does), and differs from the
+// dense product by float rounding only (tests/snn/test_event_linear.py).
+//
+// Speed: the weights are repacked per call into blocks [O/C, I, C] of C = 32 outputs,
+// so one block's rows (I·128 B, e.g. 100 KB for I = 784) stay in the L2 cache while
+// every row of x walks its nonzero columns, and the C partial sums stay in registers
+// (four 8-float vectors, GCC/Clang vector extensions). Measured on a 2-core AVX2 CPU,
+// [3000, 784] at 13% ones times [784, 800]: 8 ms against torch's dense 35 ms.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#define NOINLINE __attribute__((noinline))
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32), aligned(4)));  // unaligned loads
+constexpr int kVectors = 4;
+constexpr int64_t kChunk = 8 * kVectors;  // outputs per block: 32
+
+struct Rows {  // x [N, I] as the sorted nonzero columns of every row (CSR)
+  const int64_t* ptr;  // [N + 1]: row n's entries are ptr[n] .. ptr[n + 1] - 1
+  const int32_t* idx;  // [nnz] column of each entry
+  const float* val;    // [nnz] its value; nullptr: every value is 1
+};
+
+inline v8 load(const float* p) { return *reinterpret_cast<const v8*>(p); }
+inline void store(float* p, v8 v) { *reinterpret_cast<v8*>(p) = v; }
+
+// Rows r0..r1 of one output block: y[n, o0 : o0 + width] (width ≤ kChunk; the packed
+// weights and bias are zero beyond O, so a partial block computes zeros there).
+template <bool BINARY>
+NOINLINE void forward_block(Rows x, const float* __restrict__ wblock,
+                            const float* __restrict__ bias, float* __restrict__ y,
+                            int64_t r0, int64_t r1, int64_t out_stride, int64_t width) {
+  for (int64_t n = r0; n < r1; ++n) {
+    v8 acc[kVectors];
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) acc[j] = load(bias + 8 * j);
+    for (int64_t k = x.ptr[n]; k < x.ptr[n + 1]; ++k) {
+      const float* w = wblock + int64_t(x.idx[k]) * kChunk;
+      if constexpr (BINARY) {
+#pragma GCC unroll 4
+        for (int j = 0; j < kVectors; ++j) acc[j] += load(w + 8 * j);
+      } else {
+        const float v = x.val[k];
+#pragma GCC unroll 4
+        for (int j = 0; j < kVectors; ++j) acc[j] += v * load(w + 8 * j);
+      }
+    }
+    float* out = y + n * out_stride;
+    if (width == kChunk) {
+#pragma GCC unroll 4
+      for (int j = 0; j < kVectors; ++j) store(out + 8 * j, acc[j]);
+    } else {
+      float tail[kChunk];
+      for (int j = 0; j < kVectors; ++j) store(tail + 8 * j, acc[j]);
+      std::memcpy(out, tail, sizeof(float) * width);
+    }
+  }
+}
+
+// One output block of dWᵀ, [I, kChunk], accumulated over every row of x: row n adds
+// g[n, block] (in registers) to the rows of its nonzero columns (in L2).
+template <bool BINARY>
+NOINLINE void wgrad_block(Rows x, int64_t rows, const float* __restrict__ g,
+                          int64_t g_stride, int64_t width, float* __restrict__ dblock) {
+  for (int64_t n = 0; n < rows; ++n) {
+    float padded[kChunk] = {0};
+    const float* gr = g + n * g_stride;
+    if (width < kChunk) {
+      std::memcpy(padded, gr, sizeof(float) * width);
+      gr = padded;
+    }
+    v8 gv[kVectors];
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) gv[j] = load(gr + 8 * j);
+    for (int64_t k = x.ptr[n]; k < x.ptr[n + 1]; ++k) {
+      float* d = dblock + int64_t(x.idx[k]) * kChunk;
+      if constexpr (BINARY) {
+#pragma GCC unroll 4
+        for (int j = 0; j < kVectors; ++j) store(d + 8 * j, load(d + 8 * j) + gv[j]);
+      } else {
+        const float v = x.val[k];
+#pragma GCC unroll 4
+        for (int j = 0; j < kVectors; ++j)
+          store(d + 8 * j, load(d + 8 * j) + v * gv[j]);
+      }
+    }
+  }
+}
+
+NOINLINE int64_t count_row(const float* __restrict__ r, int64_t n, int64_t* other) {
+  int64_t count = 0, odd = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    count += r[i] != 0.0f;
+    odd += (r[i] != 0.0f) & (r[i] != 1.0f);
+  }
+  *other += odd;
+  return count;
+}
+
+NOINLINE void fill_row(const float* __restrict__ r, int64_t n, int32_t* __restrict__ idx,
+                       float* __restrict__ val) {
+  int64_t k = 0;  // branch-free: write every column, advance past the nonzero ones
+  for (int64_t i = 0; i < n; ++i) {
+    idx[k] = static_cast<int32_t>(i);
+    if (val) val[k] = r[i];
+    k += r[i] != 0.0f;
+  }
+}
+
+Rows view(const torch::Tensor& ptr, const torch::Tensor& idx, const torch::Tensor& val) {
+  return {ptr.data_ptr<int64_t>(), idx.data_ptr<int32_t>(),
+          val.numel() ? val.data_ptr<float>() : nullptr};
+}
+
+void check_float(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == torch::kFloat32 &&
+                  t.is_contiguous(),
+              name, ": expected a contiguous float32 CPU tensor");
+}
+
+}  // namespace
+
+// x [N, I] → (ptr [N + 1] int64, idx [nnz] int32, val [nnz] float32 or [0] when every
+// nonzero is 1); all three empty when x has more than max_nnz nonzeros (the caller
+// then runs the dense product).
+std::vector<torch::Tensor> spike_rows(torch::Tensor x, int64_t max_nnz) {
+  check_float(x, "x");
+  TORCH_CHECK(x.dim() == 2, "spike_rows: expected x [N, I]");
+  const int64_t rows = x.size(0), cols = x.size(1);
+  auto ptr = torch::empty({rows + 1}, torch::kInt64);
+  int64_t* p = ptr.data_ptr<int64_t>();
+  const float* xp = x.data_ptr<float>();
+  std::vector<int64_t> other(at::get_num_threads() + 1, 0);
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    int64_t odd = 0;
+    for (int64_t n = begin; n < end; ++n) p[n + 1] = count_row(xp + n * cols, cols, &odd);
+    if (odd) other[at::get_thread_num()] += odd;
+  });
+  p[0] = 0;
+  for (int64_t n = 0; n < rows; ++n) p[n + 1] += p[n];
+  const int64_t nnz = p[rows];
+  const auto none = torch::empty({0}, torch::kInt64);
+  if (nnz > max_nnz) return {none, none.to(torch::kInt32), x.new_empty({0})};
+  bool binary = true;
+  for (int64_t o : other) binary = binary && o == 0;
+  // one spare slot: the branch-free fill writes one column past a row's last entry
+  auto idx = torch::empty({nnz + 1}, torch::kInt32);
+  auto val = x.new_empty({binary ? 0 : nnz + 1});
+  int32_t* ip = idx.data_ptr<int32_t>();
+  float* vp = binary ? nullptr : val.data_ptr<float>();
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> ib(cols + 1);
+    std::vector<float> vb(vp ? cols + 1 : 0);
+    for (int64_t n = begin; n < end; ++n) {
+      const int64_t count = p[n + 1] - p[n];
+      fill_row(xp + n * cols, cols, ib.data(), vp ? vb.data() : nullptr);
+      std::memcpy(ip + p[n], ib.data(), sizeof(int32_t) * count);
+      if (vp) std::memcpy(vp + p[n], vb.data(), sizeof(float) * count);
+    }
+  });
+  return {ptr, idx.narrow(0, 0, nnz), binary ? val : val.narrow(0, 0, nnz)};
+}
+
+// weight [O, I], bias [O] → blocks [ceil(O / C), I, C] and bias [ceil(O / C) · C],
+// zero beyond O.
+std::vector<torch::Tensor> pack_weight(torch::Tensor weight, torch::Tensor bias) {
+  check_float(weight, "weight");
+  check_float(bias, "bias");
+  const int64_t outs = weight.size(0), ins = weight.size(1);
+  const int64_t blocks = (outs + kChunk - 1) / kChunk;
+  auto packed = torch::empty({blocks, ins, kChunk}, weight.options());
+  auto pbias = torch::zeros({blocks * kChunk}, weight.options());
+  std::memcpy(pbias.data_ptr<float>(), bias.data_ptr<float>(), sizeof(float) * outs);
+  const float* w = weight.data_ptr<float>();
+  float* out = packed.data_ptr<float>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      float* block = out + b * ins * kChunk;
+      for (int64_t j = 0; j < kChunk; ++j) {
+        const int64_t o = b * kChunk + j;
+        if (o >= outs) {
+          for (int64_t i = 0; i < ins; ++i) block[i * kChunk + j] = 0.0f;
+          continue;
+        }
+        const float* row = w + o * ins;
+        for (int64_t i = 0; i < ins; ++i) block[i * kChunk + j] = row[i];
+      }
+    }
+  });
+  return {packed, pbias};
+}
+
+// (ptr, idx, val) of x, packed weights and bias → y [N, outs]
+torch::Tensor event_forward(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                            torch::Tensor packed, torch::Tensor pbias, int64_t outs) {
+  check_float(packed, "packed");
+  const int64_t rows = ptr.size(0) - 1, blocks = packed.size(0), ins = packed.size(1);
+  TORCH_CHECK(blocks * kChunk >= outs && pbias.numel() == blocks * kChunk,
+              "event_forward: packed weights do not cover the outputs");
+  auto y = torch::empty({rows, outs}, packed.options());
+  const Rows x = view(ptr, idx, val);
+  const float* wp = packed.data_ptr<float>();
+  const float* bp = pbias.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, rows, 32, [&](int64_t begin, int64_t end) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t width = std::min(kChunk, outs - b * kChunk);
+      const float* wb = wp + b * ins * kChunk;
+      if (x.val == nullptr) {
+        forward_block<true>(x, wb, bp + b * kChunk, yp + b * kChunk, begin, end, outs, width);
+      } else {
+        forward_block<false>(x, wb, bp + b * kChunk, yp + b * kChunk, begin, end, outs, width);
+      }
+    }
+  });
+  return y;
+}
+
+// (ptr, idx, val) of x [N, ins], g [N, O] → dW [O, ins]. Measured against a
+// column-wise variant (x transposed, dWᵀ summed in registers over g's rows): this
+// row-wise one was faster, 11 ms against 15 ms at N = 3000.
+torch::Tensor event_wgrad(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                          torch::Tensor g, int64_t ins) {
+  check_float(g, "grad");
+  const int64_t rows = ptr.size(0) - 1, outs = g.size(1);
+  TORCH_CHECK(g.size(0) == rows, "event_wgrad: grad and x differ in rows");
+  const int64_t blocks = (outs + kChunk - 1) / kChunk;
+  auto dw = torch::empty({outs, ins}, g.options());
+  const Rows x = view(ptr, idx, val);
+  const float* gp = g.data_ptr<float>();
+  float* out = dw.data_ptr<float>();
+  at::parallel_for(0, blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> block(ins * kChunk);  // this thread's block of dWᵀ
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t width = std::min(kChunk, outs - b * kChunk);
+      std::fill(block.begin(), block.end(), 0.0f);
+      if (x.val == nullptr) {
+        wgrad_block<true>(x, rows, gp + b * kChunk, outs, width, block.data());
+      } else {
+        wgrad_block<false>(x, rows, gp + b * kChunk, outs, width, block.data());
+      }
+      for (int64_t j = 0; j < width; ++j) {  // unpack: dW[b·C + j, :]
+        float* row = out + (b * kChunk + j) * ins;
+        for (int64_t i = 0; i < ins; ++i) row[i] = block[i * kChunk + j];
+      }
+    }
+  });
+  return dw;
+}
