@@ -36,8 +36,9 @@ worker has it, as ``snnrun train`` has): ``spikingjelly+malloc``."""
 TUNED_PEERS = ("spikingjelly" + TUNED,)
 NOTES = {
     "snnrun-reference": "snnrun, stbp.backend=reference: autograd through every step "
-    "(the default on CUDA)",
-    "snnrun-fused": "snnrun, stbp.backend=fused: one autograd node per layer",
+    "(the default on CUDA); event-driven products on, as by default",
+    "snnrun-fused": "snnrun, stbp.backend=fused: one autograd node per layer; "
+    "event-driven products on, as by default",
     "snnrun-native": "snnrun default on the CPU (stbp.backend=auto runs native there):"
     " the fused recurrence as a vectorised C++ loop, and event-driven products for"
     " spike input (trainer.event_products=true)",
@@ -45,7 +46,8 @@ NOTES = {
     " LIF loop, dense products",
     "snnrun-triton": "snnrun, stbp.backend=triton: the fused recurrence as Triton "
     "kernels (CUDA)",
-    "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true (inductor)",
+    "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true "
+    "(inductor; traced, so dense products)",
     "spikingjelly": "SpikingJelly 2.0 multi-step LIFNode(tau=1.25, decay_input=False, "
     "v_reset=0, surrogate Rect), layer.* step_mode='m', torch backend",
     "snntorch": "snnTorch 1.0 Leaky(beta=0.2, reset_mechanism='zero', rect "
