@@ -132,8 +132,12 @@ def check_backend(
 ) -> None:
     """The chosen ``stbp.backend`` must match the reference on this device, now."""
     if lif.backend == "auto":
-        runs = resolve(lif.backend, device, compiling)
-        note = " (traced by trainer.compile)" if compiling else ""
+        runs = resolve(lif.backend, device)
+        note = (
+            " (a registered operator inside trainer.compile's graph)"
+            if (compiling and runs == "native")
+            else ""
+        )
         log.info("stbp.backend=auto runs as %s on %s%s", runs, device, note)
     problem = disagreement(lif, device, torch.float32)
     if problem is not None:

@@ -46,8 +46,9 @@ NOTES = {
     " LIF loop, dense products",
     "snnrun-triton": "snnrun, stbp.backend=triton: the fused recurrence as Triton "
     "kernels (CUDA)",
-    "snnrun-compiled": "snnrun, stbp.backend=reference + trainer.compile=true "
-    "(inductor; traced, so dense products)",
+    "snnrun-compiled": "snnrun default + trainer.compile=true (inductor compiles "
+    "the graph around the native LIF loop and event-driven products, which it "
+    "calls as registered operators)",
     "spikingjelly": "SpikingJelly 2.0 multi-step LIFNode(tau=1.25, decay_input=False, "
     "v_reset=0, surrogate Rect), layer.* step_mode='m', torch backend",
     "snntorch": "snnTorch 1.0 Leaky(beta=0.2, reset_mechanism='zero', rect "
@@ -115,6 +116,7 @@ def _snnrun(impl: str, net: str, device: torch.device) -> tuple[nn.Module, Forwa
         "snnrun-native": "native",
         "snnrun-dense": "native",
         "snnrun-triton": "triton",
+        "snnrun-compiled": "auto",
     }.get(impl, "reference")
     p = LIFParams(DECAY, THRESHOLD, "linear", backend=backend)
     if net == "mlp":

@@ -38,23 +38,22 @@ def triton_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
     return run(x_seq, p)
 
 
-def resolve(backend: str, device: torch.device | str, compiling: bool = False) -> str:
+def resolve(backend: str, device: torch.device | str) -> str:
     """The backend that ``backend`` runs as on ``device``: itself, except ``auto`` —
-    ``native`` on the CPU when the C++ kernel is or can be built, else ``reference``;
-    and ``reference`` while torch.compile traces (``compiling``): inductor compiles
-    the per-step graph, the C++ loop would split it into pieces. The first call on a
-    CPU may compile the kernel (about a minute, once per machine; cached)."""
+    ``native`` on the CPU when the C++ kernel is or can be built, else ``reference``.
+    ``native`` is a registered operator (``snnrun::lif_forward``), so torch.compile
+    keeps it as one call and compiles the layers around it. The first call on a CPU
+    may compile the kernel (about a minute, once per machine; cached)."""
     if backend != Backend.AUTO.value:
         return backend
-    if not compiling and torch.device(device).type == "cpu" and native.available():
+    if torch.device(device).type == "cpu" and native.available():
         return Backend.NATIVE.value
     return Backend.REFERENCE.value
 
 
 def auto_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
-    """``stbp.backend=auto``: the backend :func:`resolve` picks for x's device (and
-    for tracing, when torch.compile traces this call)."""
-    chosen = resolve(Backend.AUTO.value, x_seq.device, torch.compiler.is_compiling())
+    """``stbp.backend=auto``: the backend :func:`resolve` picks for x's device."""
+    chosen = resolve(Backend.AUTO.value, x_seq.device)
     return BACKENDS[chosen](x_seq, p)
 
 

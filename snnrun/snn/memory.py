@@ -25,7 +25,10 @@ def _active() -> dict[int, Tensor] | None:
 
 def mark_binary(tensor: Tensor) -> Tensor:
     """Declare ``tensor`` 0/1-valued (its storage), if a :class:`compact_spikes`
-    context is open; returns ``tensor`` unchanged."""
+    context is open; returns ``tensor`` unchanged. Inside a torch.compile graph it
+    does nothing: the compiled graph decides what it saves, not these hooks."""
+    if torch.compiler.is_compiling():
+        return tensor
     registry = _active()
     if registry is not None and tensor.is_floating_point():
         registry[tensor.untyped_storage().data_ptr()] = tensor

@@ -25,7 +25,10 @@ from snnrun.snn.fused import firing
 from snnrun.snn.lif import LIFParams, leak_reset, leak_reset_slope
 
 log = logging.getLogger(__name__)
-SOURCES = [Path(__file__).with_name(n) for n in ("native_lif.cpp", "native_linear.cpp")]
+SOURCES = [
+    Path(__file__).with_name(name)
+    for name in ("native_lif.cpp", "native_linear.cpp", "native_rate.cpp")
+]
 _KINDS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4}
 
 
@@ -119,9 +122,16 @@ def _module() -> ModuleType | None:
     return None
 
 
+_AVAILABLE: list[bool] = []
+"""The answer of :func:`available`, once known: torch.compile then reads it as a
+constant instead of tracing the build (which would break its graph)."""
+
+
 def available() -> bool:
     """Whether the C++ kernel is (or can be) built here."""
-    return _module() is not None
+    if not _AVAILABLE:
+        _AVAILABLE.append(_module() is not None)
+    return _AVAILABLE[0]
 
 
 def leak_constants(p: LIFParams, like: Tensor) -> tuple[Tensor, ...]:
@@ -156,45 +166,120 @@ def _loop_constants(p: LIFParams, n: int, dtype: torch.dtype) -> tuple[Tensor, .
     return full
 
 
+def _forward_loop(x: Tensor, p: LIFParams) -> tuple[Tensor, Tensor]:
+    """The C++ forward of ``x [T, N]`` (contiguous) → (u, spikes), both ``[T, N]``."""
+    consts = _loop_constants(p, x.shape[1], x.dtype)
+    u, spikes = _module().forward(
+        x, consts[0], consts[1], p.threshold, p.spike_cmp == "gt"
+    )
+    return u, spikes
+
+
+def _backward_loop(u: Tensor, grad_spikes: Tensor, p: LIFParams) -> Tensor:
+    """The C++ section-4 backward: dL/dx ``[T, N]`` from u and dL/dspikes."""
+    return _module().backward(
+        u,
+        grad_spikes.contiguous(),
+        *_loop_constants(p, u.shape[1], u.dtype),
+        p.threshold,
+        p.spike_cmp == "gt",
+        _KINDS[p.surrogate],
+        p.surrogate_a,
+        p.td_grad,
+        p.detach_reset,
+    )
+
+
 class _NativeLIF(torch.autograd.Function):
+    """Eager runs: one autograd node per layer (lighter than the operator below)."""
+
     @staticmethod
-    def forward(ctx, x_seq: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
-        flat = x_seq.reshape(x_seq.shape[0], -1).contiguous()
-        consts = _loop_constants(p, flat.shape[1], flat.dtype)
-        strict = p.spike_cmp == "gt"
-        u, spikes = _module().forward(flat, consts[0], consts[1], p.threshold, strict)
+    def forward(ctx, x: Tensor, p: LIFParams) -> Tensor:  # type: ignore[override]
+        u, spikes = _forward_loop(x, p)
         ctx.save_for_backward(u)
-        ctx.params, ctx.shape, ctx.consts = p, x_seq.shape, consts
-        return spikes.view(x_seq.shape)
+        ctx.params = p
+        return spikes
 
     @staticmethod
     def backward(ctx, grad_spikes: Tensor):  # type: ignore[override]
         (u,) = ctx.saved_tensors
-        p = ctx.params
-        go = grad_spikes.reshape(u.shape).contiguous()
-        grad = _module().backward(
-            u,
-            go,
-            *ctx.consts,
-            p.threshold,
-            p.spike_cmp == "gt",
-            _KINDS[p.surrogate],
-            p.surrogate_a,
-            p.td_grad,
-            p.detach_reset,
-        )
-        return grad.view(ctx.shape), None
+        return _backward_loop(u, grad_spikes, ctx.params), None
+
+
+# The same loops as registered operators, for torch.compile: inductor keeps each as
+# one opaque call and compiles the graph around it. (In eager mode an operator's
+# dispatch costs ~0.1 ms more per call than the autograd.Function above.)
+@torch.library.custom_op("snnrun::lif_forward", mutates_args=())
+def _lif_forward(
+    x: Tensor,
+    decay: float,
+    threshold: float,
+    reset_form: str,
+    spike_cmp: str,
+    surrogate: str,
+    surrogate_a: float,
+    detach_reset: bool,
+    td_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """:func:`_forward_loop` with the LIF parameters spelled out."""
+    fields = (decay, threshold, reset_form, spike_cmp, surrogate, surrogate_a)
+    return _forward_loop(x, LIFParams(*fields, detach_reset, td_grad))
+
+
+@_lif_forward.register_fake
+def _(x: Tensor, *fields) -> tuple[Tensor, Tensor]:
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+@torch.library.custom_op("snnrun::lif_backward", mutates_args=())
+def _lif_backward(
+    u: Tensor,
+    grad_spikes: Tensor,
+    decay: float,
+    threshold: float,
+    reset_form: str,
+    spike_cmp: str,
+    surrogate: str,
+    surrogate_a: float,
+    detach_reset: bool,
+    td_grad: bool,
+) -> Tensor:
+    """:func:`_backward_loop` with the LIF parameters spelled out."""
+    fields = (decay, threshold, reset_form, spike_cmp, surrogate, surrogate_a)
+    return _backward_loop(u, grad_spikes, LIFParams(*fields, detach_reset, td_grad))
+
+
+@_lif_backward.register_fake
+def _(u: Tensor, grad_spikes: Tensor, *fields) -> Tensor:
+    return torch.empty_like(u)
+
+
+def _lif_setup(ctx, inputs: tuple, output: tuple) -> None:
+    ctx.fields = inputs[1:]
+    ctx.save_for_backward(output[0])
+
+
+def _lif_grad(ctx, grad_u: Tensor | None, grad_spikes: Tensor) -> tuple:
+    (u,) = ctx.saved_tensors
+    dx = _lif_backward(u, grad_spikes, *ctx.fields)
+    return (dx, *([None] * len(ctx.fields)))
+
+
+_lif_forward.register_autograd(_lif_grad, setup_context=_lif_setup)
 
 
 def native_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
     """Drop-in for ``lif_sequence`` on the CPU: ``[T, B, ...]`` → spikes."""
     if x_seq.shape[0] == 0:
         raise ValueError(f"x_seq has shape {list(x_seq.shape)}: no time steps (T = 0)")
-    if x_seq.device.type != "cpu" or _module() is None:
+    if x_seq.device.type != "cpu" or not available():
         from snnrun.snn.fused import fused_lif_sequence
 
         return fused_lif_sequence(x_seq, p)
-    return _NativeLIF.apply(x_seq, p)
+    flat = x_seq.reshape(x_seq.shape[0], -1).contiguous()
+    if torch.compiler.is_compiling():
+        return _lif_forward(flat, *p[:8])[1].view(x_seq.shape)
+    return _NativeLIF.apply(flat, p).view(x_seq.shape)
 
 
 class _NativeAvgPool(torch.autograd.Function):
@@ -221,7 +306,8 @@ def avg_pool(x: Tensor, kernel: int) -> Tensor | None:
         or x.dtype not in (torch.float32, torch.float64)
         or x.dim() != 4
         or not x.is_contiguous()
-        or _module() is None
+        or not available()
+        or torch.compiler.is_compiling()  # inductor fuses torch's own pool
     ):
         return None
     return _NativeAvgPool.apply(x, kernel)
@@ -230,8 +316,6 @@ def avg_pool(x: Tensor, kernel: int) -> Tensor | None:
 MAX_DENSITY = 0.25
 """The event-driven product runs while at most this share of the input is nonzero
 (rate-coded MNIST: 0.13); above it, the dense GEMM is as fast or faster."""
-MIN_OUTPUTS = 32
-"""Narrower layers (a 10-class output) keep the dense product: the blocks are 32 wide."""
 
 
 def pack_weight(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -270,12 +354,62 @@ class _EventLinear(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
+@torch.library.custom_op("snnrun::event_linear", mutates_args=())
+def _event_linear_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """:func:`event_linear` as one registered operator, for torch.compile: the
+    nonzero list is rebuilt from x in backward (x is saved, not the list: the
+    operator's outputs need sizes known before it runs); above the density cap, the
+    dense product."""
+    rows = _module().spike_rows(x, int(MAX_DENSITY * x.numel()))
+    if rows[0].numel() == 0:
+        return torch.nn.functional.linear(x, weight, bias)
+    return _module().event_forward(*rows, *pack_weight(weight, bias), weight.shape[0])
+
+
+@_event_linear_op.register_fake
+def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return x.new_empty(x.shape[0], weight.shape[0])
+
+
+@torch.library.custom_op("snnrun::event_wgrad", mutates_args=())
+def _event_wgrad_op(x: Tensor, grad: Tensor) -> Tensor:
+    """gradᵀ·x ``[O, I]`` over x's nonzero entries (dense above the cap)."""
+    rows = _module().spike_rows(x, int(MAX_DENSITY * x.numel()))
+    if rows[0].numel() == 0:
+        return grad.t().mm(x)
+    return _module().event_wgrad(*rows, grad.contiguous(), x.shape[1])
+
+
+@_event_wgrad_op.register_fake
+def _(x: Tensor, grad: Tensor) -> Tensor:
+    return x.new_empty(grad.shape[1], x.shape[1])
+
+
+def _event_setup(ctx, inputs: tuple, output: Tensor) -> None:
+    x, weight, bias = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+
+
+def _event_grad(ctx, grad: Tensor) -> tuple:
+    x, weight = ctx.saved_tensors
+    dx = grad.mm(weight) if ctx.needs_input_grad[0] else None
+    dw = _event_wgrad_op(x, grad) if ctx.needs_input_grad[1] else None
+    db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return dx, dw, db
+
+
+_event_linear_op.register_autograd(_event_grad, setup_context=_event_setup)
+
+
 def event_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
     """``F.linear(x, weight, bias)`` for spike input: x ``[N, I]`` (float32, CPU),
     summed over its nonzero entries only (C++; equal to the dense product up to float
     rounding, and the same whatever the thread count). None where it does not apply
-    — another device or dtype, fewer than 32 outputs, more than 25% nonzeros, no
-    compiler — and the caller runs the dense product."""
+    — another device or dtype, more than 25% nonzeros, no compiler — and the caller
+    runs the dense product. While torch.compile traces,
+    the registered operator (:func:`_event_linear_op`) stands in: inductor keeps it
+    as one call and compiles what lies around it."""
     if (
         x.device.type != "cpu"
         or x.dim() != 2
@@ -283,11 +417,23 @@ def event_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | Non
         or weight.dtype != torch.float32
         or not weight.is_contiguous()
         or (bias is not None and bias.dtype != torch.float32)
-        or weight.shape[0] < MIN_OUTPUTS
-        or _module() is None
+        or not available()
     ):
         return None
+    if torch.compiler.is_compiling():
+        return _event_linear_op(x.contiguous(), weight, bias)
     rows = _module().spike_rows(x.contiguous(), int(MAX_DENSITY * x.numel()))
     if rows[0].numel() == 0:
         return None
     return _EventLinear.apply(x, weight, bias, tuple(rows), pack_weight(weight, bias))
+
+
+def rate_spikes(k: Tensor, steps: int, key: int) -> Tensor | None:
+    """Bernoulli rate coding of uint8 intensities ``k`` ``[B, ...]`` on the CPU in one
+    C++ pass: float32 spikes ``[steps, B, ...]``, the stream of ``key`` (a signed
+    64-bit integer) as ``data.encoding`` defines it, bit for bit. None off the CPU or
+    without the compiled kernel (the caller runs the torch version)."""
+    if k.device.type != "cpu" or k.dtype != torch.uint8 or not available():
+        return None
+    flat = _module().rate_encode(k.reshape(-1).contiguous(), steps, key)
+    return flat.view(steps, *k.shape)

@@ -434,6 +434,8 @@ torch::Tensor event_forward(torch::Tensor ptr, torch::Tensor idx, torch::Tensor 
                             torch::Tensor packed, torch::Tensor pbias, int64_t outs);
 torch::Tensor event_wgrad(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
                           torch::Tensor g, int64_t ins);
+// native_rate.cpp
+torch::Tensor rate_encode(torch::Tensor k, int64_t steps, int64_t key);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &forward, "LIF recurrence, forward: (u, spikes)");
@@ -444,4 +446,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_weight", &pack_weight, "Linear weights in blocks of 32 outputs");
   m.def("event_forward", &event_forward, "x·Wᵀ + b over the nonzero inputs");
   m.def("event_wgrad", &event_wgrad, "gᵀ·x over the nonzero inputs");
+  m.def("rate_encode", &rate_encode, "Bernoulli rate coding of uint8 intensities");
 }

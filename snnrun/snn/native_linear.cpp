@@ -21,6 +21,9 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #define NOINLINE __attribute__((noinline))
 
@@ -46,21 +49,42 @@ NOINLINE void forward_block(Rows x, const float* __restrict__ wblock,
                             const float* __restrict__ bias, float* __restrict__ y,
                             int64_t r0, int64_t r1, int64_t out_stride, int64_t width) {
   for (int64_t n = r0; n < r1; ++n) {
-    v8 acc[kVectors];
+    v8 even[kVectors], odd[kVectors];
 #pragma GCC unroll 4
-    for (int j = 0; j < kVectors; ++j) acc[j] = load(bias + 8 * j);
-    for (int64_t k = x.ptr[n]; k < x.ptr[n + 1]; ++k) {
-      const float* w = wblock + int64_t(x.idx[k]) * kChunk;
+    for (int j = 0; j < kVectors; ++j) {
+      even[j] = load(bias + 8 * j);
+      odd[j] = v8{};
+    }
+    int64_t k = x.ptr[n];
+    const int64_t stop = x.ptr[n + 1];
+    for (; k + 1 < stop; k += 2) {
+      const float* w0 = wblock + int64_t(x.idx[k]) * kChunk;
+      const float* w1 = wblock + int64_t(x.idx[k + 1]) * kChunk;
       if constexpr (BINARY) {
 #pragma GCC unroll 4
-        for (int j = 0; j < kVectors; ++j) acc[j] += load(w + 8 * j);
+        for (int j = 0; j < kVectors; ++j) {
+          even[j] += load(w0 + 8 * j);
+          odd[j] += load(w1 + 8 * j);
+        }
       } else {
-        const float v = x.val[k];
+        const float v0 = x.val[k], v1 = x.val[k + 1];
 #pragma GCC unroll 4
-        for (int j = 0; j < kVectors; ++j) acc[j] += v * load(w + 8 * j);
+        for (int j = 0; j < kVectors; ++j) {
+          even[j] += v0 * load(w0 + 8 * j);
+          odd[j] += v1 * load(w1 + 8 * j);
+        }
       }
     }
+    if (k < stop) {
+      const float* w = wblock + int64_t(x.idx[k]) * kChunk;
+      const float v = BINARY ? 1.0f : x.val[k];
+#pragma GCC unroll 4
+      for (int j = 0; j < kVectors; ++j) even[j] += BINARY ? load(w + 8 * j) : v * load(w + 8 * j);
+    }
     float* out = y + n * out_stride;
+    v8 acc[kVectors];
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) acc[j] = even[j] + odd[j];
     if (width == kChunk) {
 #pragma GCC unroll 4
       for (int j = 0; j < kVectors; ++j) store(out + 8 * j, acc[j]);
@@ -112,6 +136,45 @@ NOINLINE int64_t count_row(const float* __restrict__ r, int64_t n, int64_t* othe
   return count;
 }
 
+// The columns of r's nonzero entries (and their values, if val) into idx (val), in
+// order; both need room for n + 1 entries. Returns nothing: count_row counted them.
+#if defined(__AVX2__)
+struct Compress {  // for each 8-bit mask, the lanes of its set bits first
+  alignas(32) int32_t lanes[256][8];
+  Compress() {
+    for (int mask = 0; mask < 256; ++mask) {
+      int k = 0;
+      for (int bit = 0; bit < 8; ++bit)
+        if (mask >> bit & 1) lanes[mask][k++] = bit;
+      while (k < 8) lanes[mask][k++] = 0;
+    }
+  }
+};
+const Compress kCompress;
+
+// 8 columns at a time: compare with 0, then one permutation stores the nonzero
+// lanes' columns (and values) first; the write pointer moves by their count.
+NOINLINE void fill_row(const float* __restrict__ r, int64_t n, int32_t* __restrict__ idx,
+                       float* __restrict__ val) {
+  int64_t k = 0, i = 0;
+  const __m256 zero = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(r + i);
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(v, zero, _CMP_NEQ_UQ));
+    const __m256i lanes =
+        _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.lanes[mask]));
+    const __m256i cols = _mm256_add_epi32(_mm256_set1_epi32(int32_t(i)), lanes);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + k), cols);
+    if (val) _mm256_storeu_ps(val + k, _mm256_permutevar8x32_ps(v, lanes));
+    k += __builtin_popcount(unsigned(mask));
+  }
+  for (; i < n; ++i) {
+    idx[k] = static_cast<int32_t>(i);
+    if (val) val[k] = r[i];
+    k += r[i] != 0.0f;
+  }
+}
+#else
 NOINLINE void fill_row(const float* __restrict__ r, int64_t n, int32_t* __restrict__ idx,
                        float* __restrict__ val) {
   int64_t k = 0;  // branch-free: write every column, advance past the nonzero ones
@@ -121,6 +184,7 @@ NOINLINE void fill_row(const float* __restrict__ r, int64_t n, int32_t* __restri
     k += r[i] != 0.0f;
   }
 }
+#endif
 
 Rows view(const torch::Tensor& ptr, const torch::Tensor& idx, const torch::Tensor& val) {
   return {ptr.data_ptr<int64_t>(), idx.data_ptr<int32_t>(),

@@ -8,9 +8,13 @@ import torch
 from snnrun.data.encoding import (
     FrameEncoder,
     RateEncoder,
+    _bernoulli_torch,
     make_encoder,
+    stream_bytes,
+    stream_words,
     true_positions,
 )
+from snnrun.snn import native
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -67,23 +71,88 @@ def test_rate_mean_matches_probability(pixel: int) -> None:
     assert abs(spikes.mean().item() - pixel / 255) < 0.01
 
 
-def test_rate_decides_by_the_first_digit_that_differs_from_k(monkeypatch) -> None:
-    """r's base-256 digits against p = k/255 = 0.kkk…: scripted digits, known answers."""
+U64 = 2**64
+
+
+def splitmix64(key: int, n: int) -> int:
+    """SplitMix64's output number n (0-based) for seed ``key``, in Python integers."""
+    z = (key + (n + 1) * 0x9E3779B97F4A7C15) % U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) % U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) % U64
+    return z ^ (z >> 31)
+
+
+def reference_spikes(k: list[int], steps: int, key: int) -> list[float]:
+    """The encoder's definition, element by element: digit d of element e is byte
+    d·count + e of the key's stream; the first digit unequal to k decides."""
+    count = steps * len(k)
+
+    def byte(j: int) -> int:
+        return (splitmix64(key % U64, j // 8) >> (8 * (j % 8))) & 255
+
+    out = []
+    for e in range(count):
+        level, depth = k[e % len(k)], 0
+        while (digit := byte(depth * count + e)) == level:
+            depth += 1
+        out.append(float(digit < level))
+    return out
+
+
+def test_stream_is_splitmix64() -> None:
+    """The stream's words are SplitMix64 (seed 0 starts 0xE220A8397B1DCDAF, the
+    published first output), its bytes little end first, at any positions."""
+    assert splitmix64(0, 0) == 0xE220A8397B1DCDAF
+    for key in (0, 1, -1, -(2**63), 2**63 - 1, 987654321987654321):
+        words = stream_words(torch.tensor(key), torch.arange(40))
+        assert [w % U64 for w in words.tolist()] == [
+            splitmix64(key % U64, n) for n in range(40)
+        ]
+        positions = torch.tensor([0, 1, 7, 8, 63, 319, 10**9 + 5])
+        expected = [(splitmix64(key % U64, j // 8) >> (8 * (j % 8))) & 255 for j in
+                    positions.tolist()]  # fmt: skip
+        assert stream_bytes(torch.tensor(key), positions).tolist() == expected
+
+
+@pytest.mark.parametrize("torch_only", [False, True])
+def test_rate_decides_by_the_first_digit_that_differs_from_k(
+    torch_only: bool, monkeypatch
+) -> None:
+    """Against the definition in Python integers, ties (1 in 256 draws, ~160 here)
+    and deeper ties included: the C++ pass and the torch operations."""
     import snnrun.data.encoding as encoding
 
-    k = torch.tensor([7, 7, 7, 7, 0, 255], dtype=torch.uint8)
-    script = iter(
-        [
-            torch.tensor([6, 8, 7, 7, 0, 255], dtype=torch.uint8),  # first digits
-            torch.tensor([6, 7, 0, 255], dtype=torch.uint8),  # the four ties
-            torch.tensor([8, 3, 200], dtype=torch.uint8),  # three ties again
-        ]
-    )
-    monkeypatch.setattr(encoding, "random_bytes", lambda count, g, d: next(script))
-    spikes = encoding.bernoulli_spikes(k, 1, gen())[0]
-    # 6<7 fires; 8>7 not; 7,6 fires; 7,7,8 not; 0,0,3: 3 > 0 not; 255,255,200 fires
-    assert spikes.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
-    assert next(script, None) is None  # no draw after the last tie resolved
+    if torch_only:
+        monkeypatch.setattr(encoding.native, "rate_spikes", lambda k, steps, key: None)
+    k = torch.arange(256, dtype=torch.uint8).repeat(40)
+    generator = gen(11)
+    key = int(encoding.draw_key(gen(11), k.device))
+    spikes = encoding.bernoulli_spikes(k, 4, generator)
+    assert spikes.view(-1).tolist() == reference_spikes(k.tolist(), 4, key)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (3, 1, 28, 28), (2, 2, 34, 34)])
+@pytest.mark.parametrize("steps", [1, 3, 30])
+def test_native_pass_equals_torch_operations(shape: tuple, steps: int) -> None:
+    """Bit for bit, over sizes that end inside a word and inside a 4 KiB piece."""
+    assert native.available(), "the C++ kernel must build here (g++, ninja)"
+    k = torch.randint(0, 256, shape, dtype=torch.uint8, generator=gen(steps))
+    for key in (0, -(2**63), 2**63 - 1, 1234567):
+        fast = native.rate_spikes(k, steps, key)
+        assert torch.equal(fast, _bernoulli_torch(k, steps, torch.tensor(key)))
+
+
+def test_native_pass_is_the_same_for_any_thread_count() -> None:
+    k = torch.randint(0, 256, (100, 784), dtype=torch.uint8, generator=gen(2))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = native.rate_spikes(k, 10, 42)
+        torch.set_num_threads(2)
+        two = native.rate_spikes(k, 10, 42)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
 
 
 def test_rate_every_intensity_fires_at_its_probability() -> None:

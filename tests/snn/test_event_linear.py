@@ -54,6 +54,8 @@ def _check_against_dense(layer: Linear, x: torch.Tensor) -> None:
         (37, 50, 33, 0.2),  # one output past a block of 32: a partial block
         (64, 20, 32, 0.0),  # no spike at all: y = b, dW = 0
         (300, 3136, 1024, 0.05),  # the CNN's dense layer, sparse
+        (1000, 800, 10, 0.17),  # the MLP's 10-class output: one partial block
+        (7, 30, 1, 0.2),  # a single output
     ],
 )
 def test_binary_input_matches_the_dense_product(rows, ins, outs, density) -> None:
@@ -101,8 +103,6 @@ def test_it_steps_aside_where_it_does_not_apply() -> None:
     )
     assert native.event_linear(x.double(), layer.weight.double(), None) is None
     assert native.event_linear(x.view(2, 5, 64), layer.weight, layer.bias) is None
-    narrow = _layer(64, 10, 6)  # a 10-class output: dense
-    assert native.event_linear(x, narrow.weight, narrow.bias) is None
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -160,3 +160,22 @@ def test_without_a_compiler_the_dense_product_runs() -> None:
         )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("cols", [1, 7, 8, 13, 784])
+@pytest.mark.parametrize("binary", [True, False])
+def test_spike_rows_list_every_nonzero_in_order(cols: int, binary: bool) -> None:
+    """The nonzero list (8 columns at a time where the CPU has AVX2, one at a time
+    in the tail) is ``nonzero()`` row by row: columns ascending, values kept."""
+    generator = torch.Generator().manual_seed(cols)
+    x = (torch.rand(37, cols, generator=generator) < 0.2).float()
+    if not binary:
+        x *= torch.randn(37, cols, generator=generator)
+    ptr, idx, val = native._module().spike_rows(x, x.numel())
+    rows, columns = x.nonzero(as_tuple=True)
+    assert ptr.tolist() == [0, *x.ne(0).sum(1).cumsum(0).tolist()]
+    assert torch.equal(idx.long(), columns)
+    if binary:
+        assert val.numel() == 0  # every nonzero is 1: no values kept
+    else:
+        assert torch.equal(val, x[rows, columns])
