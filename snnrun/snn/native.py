@@ -298,17 +298,55 @@ class _NativeAvgPool(torch.autograd.Function):
         return dx, None
 
 
+@torch.library.custom_op("snnrun::avg_pool", mutates_args=())
+def _avg_pool_op(x: Tensor, kernel: int) -> Tensor:
+    """:class:`_NativeAvgPool`'s forward as a registered operator (torch.compile)."""
+    return _module().avg_pool_forward(x, kernel)
+
+
+@_avg_pool_op.register_fake
+def _(x: Tensor, kernel: int) -> Tensor:
+    n, c, h, w = x.shape
+    return x.new_empty(n, c, h // kernel, w // kernel)
+
+
+@torch.library.custom_op("snnrun::avg_pool_backward", mutates_args=())
+def _avg_pool_backward_op(grad: Tensor, height: int, width: int, kernel: int) -> Tensor:
+    """Its gradient ``[N, C, height, width]``."""
+    return _module().avg_pool_backward(grad.contiguous(), height, width, kernel)
+
+
+@_avg_pool_backward_op.register_fake
+def _(grad: Tensor, height: int, width: int, kernel: int) -> Tensor:
+    return grad.new_empty(*grad.shape[:2], height, width)
+
+
+def _pool_setup(ctx, inputs: tuple, output: Tensor) -> None:
+    x, ctx.kernel = inputs
+    ctx.size = tuple(x.shape[-2:])
+
+
+def _pool_grad(ctx, grad: Tensor) -> tuple:
+    return _avg_pool_backward_op(grad, *ctx.size, ctx.kernel), None
+
+
+_avg_pool_op.register_autograd(_pool_grad, setup_context=_pool_setup)
+
+
 def avg_pool(x: Tensor, kernel: int) -> Tensor | None:
     """k×k average pool, stride k, of a contiguous float32/64 ``[N, C, H, W]`` CPU
-    tensor by the C++ kernel; None where it does not apply (the caller runs torch's)."""
+    tensor by the C++ kernel; None where it does not apply (the caller runs torch's).
+    While torch.compile traces, the registered operator stands in."""
     if (
         x.device.type != "cpu"
         or x.dtype not in (torch.float32, torch.float64)
         or x.dim() != 4
-        or not x.is_contiguous()
         or not available()
-        or torch.compiler.is_compiling()  # inductor fuses torch's own pool
     ):
+        return None
+    if torch.compiler.is_compiling():
+        return _avg_pool_op(x.contiguous(), kernel)
+    if not x.is_contiguous():
         return None
     return _NativeAvgPool.apply(x, kernel)
 

@@ -1,6 +1,7 @@
 """The C++ kernels as registered operators (``snnrun::lif_forward``, ``lif_backward``,
-``event_linear``, ``event_wgrad``): torch's own operator checks (schema, fake
-tensors for tracing, autograd registration, AOT dispatch), and a whole MLP training
+``event_linear``, ``event_wgrad``, ``avg_pool``, ``avg_pool_backward``): torch's own
+operator checks (schema, fake tensors for tracing, autograd registration, AOT
+dispatch), and a whole MLP training
 step traced by torch.compile in one graph (``fullgraph=True`` fails on any graph
 break) that gives the eager step's values. Inductor itself is in the slow tests
 (``tests/app/test_speed.py``)."""
@@ -52,6 +53,16 @@ def test_event_operators_pass_torchs_checks(share: float, bias: bool) -> None:
     b = torch.randn(40, requires_grad=True) if bias else None
     torch.library.opcheck(native._event_linear_op, (x, weight, b))
     torch.library.opcheck(native._event_wgrad_op, (x, torch.randn(30, 40)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pool_operators_pass_torchs_checks(dtype: torch.dtype) -> None:
+    x = spikes((4, 3, 8, 6), 0.3).to(dtype).requires_grad_()
+    torch.library.opcheck(native._avg_pool_op, (x, 2))
+    grad = torch.randn(4, 3, 4, 3, dtype=dtype)
+    torch.library.opcheck(native._avg_pool_backward_op, (grad, 8, 6, 2))
+    pooled = native._avg_pool_op(x, 2)
+    assert torch.equal(pooled, torch.nn.functional.avg_pool2d(x, 2))
 
 
 def step(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list]:
