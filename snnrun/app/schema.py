@@ -138,8 +138,8 @@ class STBPConfig:
         detach_reset: drop the gradient through the reset term (the TD-reset path).
         td_grad: keep the temporal gradient paths; false = spatial-only ablation.
         loss_form: paper: 1/(2S)·Σ‖y−r‖²; mean: torch MSELoss, 1/(S·C)·Σ‖y−r‖².
-        backend: auto (default: native on a CPU where the C++ kernel builds, else
-            reference; reference under trainer.compile=true), reference (autograd
+        backend: auto (default: native on a CPU where the C++ kernel builds, also
+            under trainer.compile=true, else reference), reference (autograd
             per step), fused (one autograd node per layer: less than half the
             activation memory), native (the fused loop in C++, CPU, built on first
             use, about a minute once) or triton (Triton kernels, CUDA); changes
@@ -244,9 +244,12 @@ class TrainerConfig:
 
     ``compile``: run the network's forward and backward through ``torch.compile``
     (inductor; needs a C++ compiler on the CPU, Triton on CUDA). Same math; float
-    rounding may flip a spike where |u − V_th| ≈ 1e-5. Compiling happens in epoch 1
-    (tens of seconds on a CPU, once per batch shape), so it pays on long runs only;
-    measured gains in ``benchmarks/results/``. See ``snnrun/train/speed.py``.
+    rounding may flip a spike where |u − V_th| ≈ 1e-5. The C++ kernels (LIF loop,
+    event products, pooling) are registered operators that the compiled graph
+    calls. Compiling happens in epoch 1 (tens of seconds on a CPU, once per batch
+    shape); on the CPU it measured slower than the eager default (which already runs
+    the C++ kernels), so it is for CUDA and for experiments; measured in
+    ``docs/performance.md``. See ``snnrun/train/speed.py``.
 
     ``precision=bf16``: opt-in mixed precision for GPUs with bfloat16 tensor cores
     (and CPUs with AMX/AVX512-BF16; elsewhere it is slower). The weights, the
@@ -258,8 +261,9 @@ class TrainerConfig:
     ``event_products``: a Linear layer fed spikes (the rate-coded input, a hidden
     spike layer) on the CPU computes x·Wᵀ + b and its weight gradient over the
     nonzero entries of x only, in C++ (``snn/native_linear.cpp``), while at most 25%
-    of x is nonzero (rate-coded MNIST: 13%); otherwise, on CUDA, under compile or
-    bf16, or without a C++ compiler, the dense product. Same math; the sums run in
+    of x is nonzero (rate-coded MNIST: 13%; under compile as a registered
+    operator); otherwise, on CUDA, under bf16, or without a C++ compiler, the dense
+    product. Same math; the sums run in
     another order, so float rounding may flip a spike where |u − V_th| ≈ 1e-6, as
     with compile. Measured gains in ``docs/performance.md``.
 

@@ -1,10 +1,9 @@
 """The C++ kernels as registered operators (``snnrun::lif_forward``, ``lif_backward``,
 ``event_linear``, ``event_wgrad``, ``avg_pool``, ``avg_pool_backward``): torch's own
 operator checks (schema, fake tensors for tracing, autograd registration, AOT
-dispatch), and a whole MLP training
-step traced by torch.compile in one graph (``fullgraph=True`` fails on any graph
-break) that gives the eager step's values. Inductor itself is in the slow tests
-(``tests/app/test_speed.py``)."""
+dispatch), and a whole MLP training step traced by torch.compile in one graph
+(``fullgraph=True`` fails on any graph break) that gives the eager step's values.
+Inductor itself is in the slow tests (``tests/app/test_speed.py``)."""
 
 from __future__ import annotations
 
