@@ -392,14 +392,21 @@ class _EventLinear(torch.autograd.Function):
         return dx, dw, db, None, None
 
 
+def _nonzero_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """x ``[N, I]`` (contiguous) as its rows' nonzero columns (CSR: ptr, idx, val);
+    None when more than :data:`MAX_DENSITY` of x is nonzero (the dense product)."""
+    rows = _module().spike_rows(x, int(MAX_DENSITY * x.numel()))
+    return None if rows[0].numel() == 0 else tuple(rows)
+
+
 @torch.library.custom_op("snnrun::event_linear", mutates_args=())
 def _event_linear_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """:func:`event_linear` as one registered operator, for torch.compile: the
     nonzero list is rebuilt from x in backward (x is saved, not the list: the
     operator's outputs need sizes known before it runs); above the density cap, the
     dense product."""
-    rows = _module().spike_rows(x, int(MAX_DENSITY * x.numel()))
-    if rows[0].numel() == 0:
+    rows = _nonzero_rows(x)
+    if rows is None:
         return torch.nn.functional.linear(x, weight, bias)
     return _module().event_forward(*rows, *pack_weight(weight, bias), weight.shape[0])
 
@@ -412,8 +419,8 @@ def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 @torch.library.custom_op("snnrun::event_wgrad", mutates_args=())
 def _event_wgrad_op(x: Tensor, grad: Tensor) -> Tensor:
     """gradᵀ·x ``[O, I]`` over x's nonzero entries (dense above the cap)."""
-    rows = _module().spike_rows(x, int(MAX_DENSITY * x.numel()))
-    if rows[0].numel() == 0:
+    rows = _nonzero_rows(x)
+    if rows is None:
         return grad.t().mm(x)
     return _module().event_wgrad(*rows, grad.contiguous(), x.shape[1])
 
@@ -460,10 +467,10 @@ def event_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | Non
         return None
     if torch.compiler.is_compiling():
         return _event_linear_op(x.contiguous(), weight, bias)
-    rows = _module().spike_rows(x.contiguous(), int(MAX_DENSITY * x.numel()))
-    if rows[0].numel() == 0:
+    rows = _nonzero_rows(x.contiguous())
+    if rows is None:
         return None
-    return _EventLinear.apply(x, weight, bias, tuple(rows), pack_weight(weight, bias))
+    return _EventLinear.apply(x, weight, bias, rows, pack_weight(weight, bias))
 
 
 def rate_spikes(k: Tensor, steps: int, key: int) -> Tensor | None:
