@@ -66,7 +66,6 @@ peers: $(STAMP)  ## install snnTorch, SpikingJelly, Norse for `snnrun bench` (--
 	# --no-deps: their declared deps pull torchvision/torchaudio, which replace the CPU torch
 	$(PY) -m pip install --quiet --no-deps snntorch==1.0.0 spikingjelly==2.0.0 norse==1.1.0 nir==1.0.8 nirtorch==2.6
 	$(PY) -m pip install --quiet loguru h5py
-	$(PY) benchmarks/bench_nmnist_cache.py
 
 sweep: $(STAMP)  ## example sweep: decay x seed on a short MNIST run
 	$(SNNRUN) train -m stbp.decay=0.1,0.2,0.3 seed=0,1 trainer.epochs=1 $(ARGS)

@@ -26,6 +26,7 @@ from torch import Tensor
 from snnrun.data.encoding import make_encoder
 from snnrun.models import SpikingNet
 from snnrun.models.readout import firing_rate, predict
+from snnrun.snn.native import frozen_weights
 from snnrun.train.checkpoint import load_checkpoint
 
 __all__ = ["Network", "load"]
@@ -85,7 +86,8 @@ class Network:
         encodings drawn with seeds ``seed``, ``seed + 1`` ..."""
         if repeats < 1:
             raise ValueError(f"repeats={repeats} must be >= 1")
-        total = sum(firing_rate(self.spikes(x, seed + r)) for r in range(repeats))
+        with frozen_weights():  # the weights are packed once for all repeats
+            total = sum(firing_rate(self.spikes(x, seed + r)) for r in range(repeats))
         return total / repeats
 
     def predict(

@@ -20,6 +20,7 @@ from snnrun.bench import flops, nets
 from snnrun.data import DataError
 from snnrun.data.idx import read_idx
 from snnrun.snn.memory import compact_spikes, mark_binary
+from snnrun.snn.native import frozen_weights
 from snnrun.train.memory_plan import saved_activation_bytes
 
 
@@ -55,7 +56,8 @@ def measure(spec: dict) -> dict:
     sync = _synchronizer(device)
     warmup = int(spec.get("warmup", 3))
     train = _rate(train_step, batch, seconds, warmup, sync)
-    evaluate = _rate(eval_step, batch, seconds / 2, 1, sync)
+    with frozen_weights():  # as a pass of `Trainer.evaluate` runs
+        evaluate = _rate(eval_step, batch, seconds / 2, 1, sync)
     activation = saved_activation_bytes(forward, encode(), model.parameters(), own)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cuda = device.type == "cuda"

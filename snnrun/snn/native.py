@@ -10,11 +10,13 @@ worked, and the runner falls back to ``fused`` with a warning when it did not.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -366,6 +368,40 @@ def pack_weight(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
         return tuple(_module().pack_weight(weight.detach(), b))
 
 
+_FROZEN: list[dict[tuple, tuple[Tensor, Tensor]]] = []
+"""One cache of packed weights per open :func:`frozen_weights` scope (innermost last)."""
+
+
+@contextlib.contextmanager
+def frozen_weights() -> Iterator[None]:
+    """``with frozen_weights(): ...`` around an evaluation pass (many batches, no
+    optimiser step in between): each event-driven layer packs its weights once and
+    reuses the blocks, instead of repacking them per batch (0.3 ms for 800×784; a
+    tenth of an MLP T=10 evaluation step). Only calls with gradients disabled use the
+    cache; it is keyed on the weight's storage and version and dropped on exit. A
+    training step inside the scope must not change weights that a later call reads
+    (torch's fused Adam does not bump the version): the scope is for evaluation."""
+    _FROZEN.append({})
+    try:
+        yield
+    finally:
+        _FROZEN.pop()
+
+
+def _packed(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
+    """:func:`pack_weight`, from the innermost :func:`frozen_weights` cache when one
+    is open and gradients are off."""
+    if not _FROZEN or torch.is_grad_enabled():
+        return pack_weight(weight, bias)
+    key = (weight.data_ptr(), weight._version, tuple(weight.shape))
+    if bias is not None:
+        key += (bias.data_ptr(), bias._version)
+    cache = _FROZEN[-1]
+    if key not in cache:
+        cache[key] = pack_weight(weight, bias)
+    return cache[key]
+
+
 class _EventLinear(torch.autograd.Function):
     """y = x·Wᵀ + b over the nonzero entries of x only; backward: dW over the same
     entries, db = Σ g, dx = g·W (dense) when x needs a gradient."""
@@ -470,7 +506,7 @@ def event_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | Non
     rows = _nonzero_rows(x.contiguous())
     if rows is None:
         return None
-    return _EventLinear.apply(x, weight, bias, rows, pack_weight(weight, bias))
+    return _EventLinear.apply(x, weight, bias, rows, _packed(weight, bias))
 
 
 def rate_spikes(k: Tensor, steps: int, key: int) -> Tensor | None:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from snnrun.models.synops import SynOpsMeter, synops_metrics
 from snnrun.snn.memory import compact_spikes, mark_binary
+from snnrun.snn.native import frozen_weights
 from snnrun.train.hooks import (
     BatchEnd,
     CheckpointSaved,
@@ -235,7 +236,11 @@ class Trainer:
         loader.set_epoch(0)
         limit = self._cap(len(loader), self.settings.max_eval_batches)
         repeats = self.settings.eval_repeats
-        with SynOpsMeter(self.net) if synops else _no_meter() as meter:
+        # frozen_weights: each event-driven layer packs its weights once per pass
+        with (
+            SynOpsMeter(self.net) if synops else _no_meter() as meter,
+            frozen_weights(),
+        ):
             for index, (x, y) in enumerate(loader.iter_from(0)):
                 if index >= limit:
                     break

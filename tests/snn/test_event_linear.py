@@ -179,3 +179,63 @@ def test_spike_rows_list_every_nonzero_in_order(cols: int, binary: bool) -> None
         assert val.numel() == 0  # every nonzero is 1: no values kept
     else:
         assert torch.equal(val, x[rows, columns])
+
+
+def test_frozen_weights_packs_once_per_pass_and_follows_changes() -> None:
+    """Inside ``frozen_weights`` (an evaluation pass) a layer's packed blocks are
+    built on the first batch and reused; a weight change that bumps the version
+    (``copy_``, ``load_state_dict``) is seen; calls with gradients on never use the
+    cache; leaving the scope drops it."""
+    layer, x = _layer(100, 64, 3), _spikes(30, 100, 0.1, 3)
+    with torch.no_grad(), native.frozen_weights():
+        first = layer(x)
+        (cache,) = native._FROZEN
+        (packed,) = cache.values()
+        assert torch.equal(layer(x), first)  # the same blocks, the same sums
+        assert list(cache.values()) == [packed]
+        layer.weight.copy_(torch.randn_like(layer.weight))
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias))
+        assert len(cache) == 2
+        with torch.enable_grad():
+            y = layer(x)
+        assert y.requires_grad and len(cache) == 2
+    assert native._FROZEN == []
+
+
+def test_frozen_weights_in_an_evaluation_pass_changes_no_result() -> None:
+    """A whole MLP forward inside the scope gives the same spikes as outside it,
+    batch after batch."""
+    torch.manual_seed(0)
+    net = mlp.build(
+        mlp.MLPConfig(hidden=[64]), (1, 8, 8), 10, LIFParams(backend="native")
+    )
+    batches = [_spikes(6 * 5, 64, 0.2, s).view(6, 5, 1, 8, 8) for s in range(3)]
+    with torch.no_grad():
+        plain = [net(b).spikes for b in batches]
+        with native.frozen_weights():
+            frozen = [net(b).spikes for b in batches]
+    assert all(torch.equal(a, b) for a, b in zip(plain, frozen, strict=True))
+
+
+@pytest.mark.parametrize("where", ["first rows", "last rows", "spread"])
+def test_spike_rows_gives_up_exactly_past_the_cap(where: str) -> None:
+    """The list is built in one pass by each thread over its own rows: it must come
+    back whole at ``max_nnz`` = its size, and empty one below, wherever the nonzeros
+    lie (in one thread's rows or in both)."""
+    x = torch.zeros(300, 50)
+    if where == "first rows":
+        x[:40, :20] = 1.0
+    elif where == "last rows":
+        x[-40:, -20:] = 2.5
+    else:
+        x = _spikes(300, 50, 0.1, 5)
+    nnz, before = int(x.ne(0).sum()), torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ptr, idx, _ = native._module().spike_rows(x, nnz)
+            assert int(ptr[-1]) == idx.numel() == nnz
+            empty = native._module().spike_rows(x, nnz - 1)
+            assert all(t.numel() == 0 for t in empty)
+    finally:
+        torch.set_num_threads(before)
