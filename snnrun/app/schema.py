@@ -263,7 +263,10 @@ class TrainerConfig:
     nonzero entries of x only, in C++ (``snn/native_linear.cpp``), while at most 25%
     of x is nonzero (rate-coded MNIST: 13%; under compile as a registered
     operator); otherwise, on CUDA, under bf16, or without a C++ compiler, the dense
-    product. Same math; the sums run in
+    product. For 0/1 spikes over T > 1 steps, the sums run over temporal deltas
+    where that is shorter: each sample's majority pattern once, then per step only
+    the inputs that differ from it (rate-coded MNIST: ~1/5 of the nonzeros, in the
+    weight gradient too). Same math; the sums run in
     another order, so float rounding may flip a spike where |u − V_th| ≈ 1e-6, as
     with compile. Measured gains in ``docs/performance.md``.
 

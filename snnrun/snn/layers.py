@@ -25,10 +25,26 @@ class FoldTime(nn.Module):
         self.module = module
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        """x_seq: [T, B, ...] → the module's output per step, [T, B, ...']."""
+        """x_seq: [T, B, ...] → the module's output per step, [T, B, ...'].
+
+        Rows of the folded input are time-major, n = t·B + b; a :class:`Linear`
+        (alone or in an ``nn.Sequential``) is told T, so it can sum spikes from
+        their temporal deltas (:func:`native.event_linear`)."""
         steps, batch = x_seq.shape[0], x_seq.shape[1]
-        y = self.module(x_seq.flatten(0, 1))
+        y = _call_folded(self.module, x_seq.flatten(0, 1), steps)
         return y.unflatten(0, (steps, batch))
+
+
+def _call_folded(module: nn.Module, x: Tensor, steps: int) -> Tensor:
+    """``module(x)`` on folded rows ``[T·B, ...]``, passing ``steps`` = T to every
+    :class:`Linear` met directly or inside an ``nn.Sequential``."""
+    if isinstance(module, Linear):
+        return module(x, steps)
+    if type(module) is nn.Sequential:
+        for layer in module:
+            x = _call_folded(layer, x, steps)
+        return x
+    return module(x)
 
 
 class AvgPool2d(nn.AvgPool2d):
@@ -65,10 +81,11 @@ class Linear(nn.Linear):
         super().__init__(in_features, out_features, bias)
         self.event_driven = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: ``[N, in_features]`` → ``[N, out_features]``."""
+    def forward(self, x: Tensor, steps: int = 1) -> Tensor:
+        """x: ``[N, in_features]`` → ``[N, out_features]``; ``steps`` = T when the
+        rows are T time-major steps of N / T samples (:class:`FoldTime` says so)."""
         if self.event_driven and not torch.is_autocast_enabled(x.device.type):
-            y = native.event_linear(x, self.weight, self.bias)
+            y = native.event_linear(x, self.weight, self.bias, steps)
             if y is not None:
                 return y
         return super().forward(x)

@@ -168,11 +168,14 @@ def _loop_constants(p: LIFParams, n: int, dtype: torch.dtype) -> tuple[Tensor, .
     return full
 
 
-def _forward_loop(x: Tensor, p: LIFParams) -> tuple[Tensor, Tensor]:
-    """The C++ forward of ``x [T, N]`` (contiguous) → (u, spikes), both ``[T, N]``."""
+def _forward_loop(
+    x: Tensor, p: LIFParams, keep_u: bool = True
+) -> tuple[Tensor, Tensor]:
+    """The C++ forward of ``x [T, N]`` (contiguous) → (u, spikes), both ``[T, N]``
+    (u empty when not ``keep_u``: nothing will run backward)."""
     consts = _loop_constants(p, x.shape[1], x.dtype)
     u, spikes = _module().forward(
-        x, consts[0], consts[1], p.threshold, p.spike_cmp == "gt"
+        x, consts[0], consts[1], p.threshold, p.spike_cmp == "gt", keep_u
     )
     return u, spikes
 
@@ -281,6 +284,8 @@ def native_lif_sequence(x_seq: Tensor, p: LIFParams) -> Tensor:
     flat = x_seq.reshape(x_seq.shape[0], -1).contiguous()
     if torch.compiler.is_compiling():
         return _lif_forward(flat, *p[:8])[1].view(x_seq.shape)
+    if not (torch.is_grad_enabled() and flat.requires_grad):  # evaluation: spikes only
+        return _forward_loop(flat, p, keep_u=False)[1].view(x_seq.shape)
     return _NativeLIF.apply(flat, p).view(x_seq.shape)
 
 
@@ -402,72 +407,102 @@ def _packed(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor]:
     return cache[key]
 
 
+Lists = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+"""An event product's view of x ``[N, I]``: (ptr, idx, val, bptr, bidx). Either x's
+nonzero entries row by row (CSR; val empty when every one is 1; bptr, bidx empty), or
+its temporal deltas: each sample's base pattern (bptr ``[B + 1]``, bidx) and where
+each row differs from it (val = ±1) — ``delta_rows`` in ``native_linear.cpp``."""
+
+_NO_BASE = (torch.empty(0, dtype=torch.int64), torch.empty(0, dtype=torch.int32))
+
+
+def _event_lists(x: Tensor, steps: int) -> Lists | None:
+    """x ``[N, I]`` (contiguous; rows t·B + b for ``steps`` = T > 1) as its temporal
+    deltas where they are at least a fifth shorter than its nonzero list, else as
+    that list; None when either would hold more than :data:`MAX_DENSITY` of x (the
+    dense product)."""
+    cap = int(MAX_DENSITY * x.numel())
+    if steps > 1:
+        lists = _module().delta_rows(x, steps, cap)
+        if lists[0].numel():
+            return tuple(lists)
+    rows = _module().spike_rows(x, cap)
+    return None if rows[0].numel() == 0 else (*rows, *_NO_BASE)
+
+
+def _forward_lists(lists: Lists, packed: tuple[Tensor, Tensor], outs: int) -> Tensor:
+    """x·Wᵀ + b ``[N, outs]`` from x's lists and the packed weights."""
+    if lists[3].numel():
+        return _module().event_forward_delta(*lists, *packed, outs)
+    return _module().event_forward(*lists[:3], *packed, outs)
+
+
+def _wgrad_lists(lists: Lists, grad: Tensor, ins: int) -> Tensor:
+    """gradᵀ·x ``[outs, ins]`` from x's lists (for deltas: the deltas' sum plus each
+    base times its sample's gradient summed over the steps)."""
+    if lists[3].numel():
+        return _module().event_wgrad_delta(*lists, grad.contiguous(), ins)
+    return _module().event_wgrad(*lists[:3], grad.contiguous(), ins)
+
+
 class _EventLinear(torch.autograd.Function):
-    """y = x·Wᵀ + b over the nonzero entries of x only; backward: dW over the same
-    entries, db = Σ g, dx = g·W (dense) when x needs a gradient."""
+    """y = x·Wᵀ + b over x's lists only (:data:`Lists`); backward: dW over the same
+    lists, db = Σ g, dx = g·W (dense) when x needs a gradient."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, rows, packed):  # type: ignore[override]
-        ptr, idx, val = rows
-        y = _module().event_forward(ptr, idx, val, *packed, weight.shape[0])
-        ctx.save_for_backward(ptr, idx, val, weight)
+    def forward(ctx, x, weight, bias, lists, packed):  # type: ignore[override]
+        y = _forward_lists(lists, packed, weight.shape[0])
+        ctx.save_for_backward(*lists, weight)
         ctx.has_bias = bias is not None
         return y
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        ptr, idx, val, weight = ctx.saved_tensors
-        g = grad.contiguous()
+        *lists, weight = ctx.saved_tensors
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = g.mm(weight)
+            dx = grad.contiguous().mm(weight)
         if ctx.needs_input_grad[1]:
-            dw = _module().event_wgrad(ptr, idx, val, g, weight.shape[1])
+            dw = _wgrad_lists(tuple(lists), grad, weight.shape[1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            db = g.sum(0)
+            db = grad.sum(0)
         return dx, dw, db, None, None
 
 
-def _nonzero_rows(x: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
-    """x ``[N, I]`` (contiguous) as its rows' nonzero columns (CSR: ptr, idx, val);
-    None when more than :data:`MAX_DENSITY` of x is nonzero (the dense product)."""
-    rows = _module().spike_rows(x, int(MAX_DENSITY * x.numel()))
-    return None if rows[0].numel() == 0 else tuple(rows)
-
-
 @torch.library.custom_op("snnrun::event_linear", mutates_args=())
-def _event_linear_op(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """:func:`event_linear` as one registered operator, for torch.compile: the
-    nonzero list is rebuilt from x in backward (x is saved, not the list: the
-    operator's outputs need sizes known before it runs); above the density cap, the
-    dense product."""
-    rows = _nonzero_rows(x)
-    if rows is None:
+def _event_linear_op(
+    x: Tensor, weight: Tensor, bias: Tensor | None, steps: int = 1
+) -> Tensor:
+    """:func:`event_linear` as one registered operator, for torch.compile: the lists
+    are rebuilt from x in backward (x is saved, not the lists: the operator's outputs
+    need sizes known before it runs); above the density cap, the dense product."""
+    lists = _event_lists(x, steps)
+    if lists is None:
         return torch.nn.functional.linear(x, weight, bias)
-    return _module().event_forward(*rows, *pack_weight(weight, bias), weight.shape[0])
+    return _forward_lists(lists, pack_weight(weight, bias), weight.shape[0])
 
 
 @_event_linear_op.register_fake
-def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+def _(x: Tensor, weight: Tensor, bias: Tensor | None, steps: int = 1) -> Tensor:
     return x.new_empty(x.shape[0], weight.shape[0])
 
 
 @torch.library.custom_op("snnrun::event_wgrad", mutates_args=())
-def _event_wgrad_op(x: Tensor, grad: Tensor) -> Tensor:
-    """gradᵀ·x ``[O, I]`` over x's nonzero entries (dense above the cap)."""
-    rows = _nonzero_rows(x)
-    if rows is None:
+def _event_wgrad_op(x: Tensor, grad: Tensor, steps: int = 1) -> Tensor:
+    """gradᵀ·x ``[O, I]`` over x's lists (dense above the cap)."""
+    lists = _event_lists(x, steps)
+    if lists is None:
         return grad.t().mm(x)
-    return _module().event_wgrad(*rows, grad.contiguous(), x.shape[1])
+    return _wgrad_lists(lists, grad, x.shape[1])
 
 
 @_event_wgrad_op.register_fake
-def _(x: Tensor, grad: Tensor) -> Tensor:
+def _(x: Tensor, grad: Tensor, steps: int = 1) -> Tensor:
     return x.new_empty(grad.shape[1], x.shape[1])
 
 
 def _event_setup(ctx, inputs: tuple, output: Tensor) -> None:
-    x, weight, bias = inputs
+    x, weight, bias, ctx.steps = inputs
     ctx.save_for_backward(x, weight)
     ctx.has_bias = bias is not None
 
@@ -475,22 +510,28 @@ def _event_setup(ctx, inputs: tuple, output: Tensor) -> None:
 def _event_grad(ctx, grad: Tensor) -> tuple:
     x, weight = ctx.saved_tensors
     dx = grad.mm(weight) if ctx.needs_input_grad[0] else None
-    dw = _event_wgrad_op(x, grad) if ctx.needs_input_grad[1] else None
+    dw = _event_wgrad_op(x, grad, ctx.steps) if ctx.needs_input_grad[1] else None
     db = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
-    return dx, dw, db
+    return dx, dw, db, None
 
 
 _event_linear_op.register_autograd(_event_grad, setup_context=_event_setup)
 
 
-def event_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | None:
+def event_linear(
+    x: Tensor, weight: Tensor, bias: Tensor | None, steps: int = 1
+) -> Tensor | None:
     """``F.linear(x, weight, bias)`` for spike input: x ``[N, I]`` (float32, CPU),
     summed over its nonzero entries only (C++; equal to the dense product up to float
-    rounding, and the same whatever the thread count). None where it does not apply
-    — another device or dtype, more than 25% nonzeros, no compiler — and the caller
-    runs the dense product. While torch.compile traces,
-    the registered operator (:func:`_event_linear_op`) stands in: inductor keeps it
-    as one call and compiles what lies around it."""
+    rounding, and the same whatever the thread count). ``steps`` = T > 1 says x's
+    rows are time-major, n = t·B + b (as :class:`~snnrun.snn.layers.FoldTime` folds
+    them): 0/1 spikes are then summed from their temporal deltas where those are
+    shorter — each sample's majority pattern once, then per step only where the
+    step differs from it (rate-coded MNIST: ~1/5 of the nonzeros). None where it does
+    not apply — another device or dtype, more than 25% nonzeros, no compiler — and
+    the caller runs the dense product. While torch.compile traces, the registered
+    operator (:func:`_event_linear_op`) stands in: inductor keeps it as one call and
+    compiles what lies around it."""
     if (
         x.device.type != "cpu"
         or x.dim() != 2
@@ -502,11 +543,11 @@ def event_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor | Non
     ):
         return None
     if torch.compiler.is_compiling():
-        return _event_linear_op(x.contiguous(), weight, bias)
-    rows = _nonzero_rows(x.contiguous())
-    if rows is None:
+        return _event_linear_op(x.contiguous(), weight, bias, steps)
+    lists = _event_lists(x.contiguous(), steps)
+    if lists is None:
         return None
-    return _EventLinear.apply(x, weight, bias, rows, _packed(weight, bias))
+    return _EventLinear.apply(x, weight, bias, lists, _packed(weight, bias))
 
 
 def rate_spikes(k: Tensor, steps: int, key: int) -> Tensor | None:

@@ -180,11 +180,33 @@ void backward_range(const T* u, const T* go, T* out, const Leak leak, int64_t st
   }
 }
 
+// The same without keeping u (evaluation: nothing will run backward): each block's
+// potentials live in two rows of scratch, the step before and this one.
+template <typename T, typename Leak>
+void spikes_range(const T* x, T* o, const Leak leak, int64_t steps, int64_t n,
+                  int64_t begin, int64_t end, T cut) {
+  std::vector<T> scratch(2 * kBlock);
+  T* rows[2] = {scratch.data(), scratch.data() + kBlock};
+  for (int64_t b = begin; b < end; b += kBlock) {
+    const int64_t count = std::min(end, b + kBlock) - b;
+    first_row<T>(x + b, rows[0], o + b, count, cut);
+    for (int64_t t = 1; t < steps; ++t) {
+      const int64_t at = t * n + b;
+      forward_row<T, Leak>(rows[(t - 1) & 1], x + at, rows[t & 1], o + at, leak.at(b),
+                           count, cut);
+    }
+  }
+}
+
 template <typename T, typename Leak>
 void run_forward(const T* x, T* u, T* o, const Leak leak, int64_t steps, int64_t n,
                  T cut) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
-    forward_range<T, Leak>(x, u, o, leak, steps, n, begin, end, cut);
+    if (u == nullptr) {
+      spikes_range<T, Leak>(x, o, leak, steps, n, begin, end, cut);
+    } else {
+      forward_range<T, Leak>(x, u, o, leak, steps, n, begin, end, cut);
+    }
   });
 }
 
@@ -258,14 +280,15 @@ PerNeuron<T> per_neuron_leak(const std::vector<torch::Tensor>& c) {
 
 }  // namespace
 
-// x: [T, N] contiguous; f_fired, f_quiet: [1] or [N] → (u, o): [T, N] each
+// x: [T, N] contiguous; f_fired, f_quiet: [1] or [N] → (u, o): [T, N] each; u is
+// empty ([0]) when keep_u is false
 std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor f_fired,
                                    torch::Tensor f_quiet, double threshold,
-                                   bool strict) {
+                                   bool strict, bool keep_u) {
   check(x, x, "x");
   check(f_fired, x, "f_fired");
   check(f_quiet, x, "f_quiet");
-  auto u = torch::empty_like(x);
+  auto u = keep_u ? torch::empty_like(x) : x.new_empty({0});
   auto o = torch::empty_like(x);
   const int64_t steps = x.size(0), n = x.size(1);
   // the forward needs f only: f' slots repeat f, unused
@@ -273,7 +296,7 @@ std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor f_fired,
   const bool uniform = uniform_constants(consts, n);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lif_forward", [&] {
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t* up = u.data_ptr<scalar_t>();
+    scalar_t* up = keep_u ? u.data_ptr<scalar_t>() : nullptr;
     scalar_t* op = o.data_ptr<scalar_t>();
     const scalar_t cut = firing_cut<scalar_t>(threshold, strict);
     if (uniform) {
@@ -429,11 +452,18 @@ torch::Tensor avg_pool_backward(torch::Tensor dy, int64_t h, int64_t w, int64_t 
 
 // native_linear.cpp (compiled into the same extension)
 std::vector<torch::Tensor> spike_rows(torch::Tensor x, int64_t max_nnz);
+std::vector<torch::Tensor> delta_rows(torch::Tensor x, int64_t steps, int64_t max_nnz);
 std::vector<torch::Tensor> pack_weight(torch::Tensor weight, torch::Tensor bias);
 torch::Tensor event_forward(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
                             torch::Tensor packed, torch::Tensor pbias, int64_t outs);
 torch::Tensor event_wgrad(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
                           torch::Tensor g, int64_t ins);
+torch::Tensor event_forward_delta(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                                  torch::Tensor bptr, torch::Tensor bidx,
+                                  torch::Tensor packed, torch::Tensor pbias, int64_t outs);
+torch::Tensor event_wgrad_delta(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                                torch::Tensor bptr, torch::Tensor bidx, torch::Tensor g,
+                                int64_t ins);
 // native_rate.cpp
 torch::Tensor rate_encode(torch::Tensor k, int64_t steps, int64_t key);
 
@@ -443,6 +473,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("avg_pool_forward", &avg_pool_forward, "k x k average pool, stride k");
   m.def("avg_pool_backward", &avg_pool_backward, "its gradient");
   m.def("spike_rows", &spike_rows, "nonzero columns of every row (CSR)");
+  m.def("delta_rows", &delta_rows, "temporal deltas of spikes against each sample's base");
+  m.def("event_forward_delta", &event_forward_delta, "x·Wᵀ + b from the temporal deltas");
+  m.def("event_wgrad_delta", &event_wgrad_delta, "gᵀ·x from the temporal deltas");
   m.def("pack_weight", &pack_weight, "Linear weights in blocks of 32 outputs");
   m.def("event_forward", &event_forward, "x·Wᵀ + b over the nonzero inputs");
   m.def("event_wgrad", &event_wgrad, "gᵀ·x over the nonzero inputs");

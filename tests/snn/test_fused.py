@@ -228,3 +228,18 @@ def test_a_stale_build_lock_does_not_hang_the_next_run() -> None:
     )
     assert done.stdout.split() == ["True"], done.stderr
     assert "stale build lock" in done.stderr and not lock.exists()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3, 5), (4, 2500), (10, 3, 1100)])
+@pytest.mark.parametrize("reset_form", ["exp", "linear"])
+@pytest.mark.parametrize("cmp", ["ge", "gt"])
+def test_native_evaluation_pass_gives_the_same_spikes(shape, reset_form, cmp) -> None:
+    """Without gradients the C++ loop keeps no potentials (two scratch rows a block
+    instead of u [T, N]): the spikes are those of the reference, bit for bit, over
+    block edges (1,024 neurons) and one step."""
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape))) * 0.6
+    p = params(reset_form=reset_form, cmp=cmp, backend="native")
+    with torch.no_grad():
+        evaluated = native.native_lif_sequence(x, p)
+    assert torch.equal(evaluated, lif_sequence(x, params(reset_form, cmp=cmp)))
+    assert torch.equal(evaluated, native.native_lif_sequence(x.requires_grad_(), p))
