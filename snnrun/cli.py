@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
+import signal
 import sys
+from types import ModuleType
 from typing import NoReturn
 
 USAGE = """usage: snnrun <command> [args]
@@ -42,6 +45,8 @@ Runs go to ./outputs/ in the current folder, tracked in ./outputs/mlflow.db:
 
 
 EXIT_INTERRUPTED = 130
+APPS = ("eval", "reproduce", "gradcheck", "bench", "export", "compare", "sync", "runs")
+"""Verbs whose module ``snnrun.app.<verb>`` has ``main(args) -> int``."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +87,32 @@ def _exit_interrupted() -> NoReturn:
     os._exit(EXIT_INTERRUPTED)
 
 
+def _load(module_name: str) -> ModuleType:
+    """Import ``module_name`` (an app: torch, Hydra, MLflow, seconds) with Ctrl-C held
+    until the import is complete, then raise it as KeyboardInterrupt.
+
+    A KeyboardInterrupt raised inside a C extension's initialisation can come out as
+    another error: "ImportError: cannot load module more than once per process" from
+    numpy, under torch's import, was seen in
+    tests/app/test_reliability.py::test_ctrl_c_during_start_up.
+    """
+    pending: list[int] = []
+    try:
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # Ctrl-C is ignored here: leave it so
+            return importlib.import_module(module_name)
+        signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread: no signal handling to change
+        return importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
+    return module
+
+
 def _dispatch(args: list[str]) -> int:
     """Run the verb named by ``args[0]`` with the rest of ``args``."""
     if not args or args[0] in ("-h", "--help", "help"):
@@ -97,42 +128,11 @@ def _dispatch(args: list[str]) -> int:
         from snnrun.app.runtime import tune_allocator
 
         tune_allocator()
-        from snnrun.app import train
-
+        train = _load("snnrun.app.train")
         sys.argv = [f"{sys.argv[0]} train", *rest]
         train.main()
         return 0
-    if verb == "eval":
-        from snnrun.app import eval as eval_app
-
-        return eval_app.main(rest)
-    if verb == "reproduce":
-        from snnrun.app import reproduce
-
-        return reproduce.main(rest)
-    if verb == "gradcheck":
-        from snnrun.app import gradcheck
-
-        return gradcheck.main(rest)
-    if verb == "bench":
-        from snnrun.app import bench
-
-        return bench.main(rest)
-    if verb == "export":
-        from snnrun.app import export
-
-        return export.main(rest)
-    if verb == "compare":
-        from snnrun.app import compare
-
-        return compare.main(rest)
-    if verb == "sync":
-        from snnrun.app import sync
-
-        return sync.main(rest)
-    if verb == "runs":
-        from snnrun.app import runs
-
-        return runs.main(rest)
+    if verb in APPS:
+        return _load(f"snnrun.app.{verb}").main(rest)
     sys.stderr.write(f"snnrun: unknown command '{verb}'\n\n{USAGE}")
     return 2

@@ -69,10 +69,12 @@ class Linear(nn.Linear):
     when its input is spikes (``native.event_linear``: at most 25% nonzero, float32,
     C++ kernel built; about 4x faster than the dense product at MNIST's 13% input
     density, and 1.5-2x on the 10-class output layer) and runs torch's dense
-    product otherwise. Equal to ``nn.Linear`` up to float rounding.
-    ``event_driven=False`` (``trainer.event_products=false``,
-    :func:`set_event_products`) keeps the dense product always; so does autocast
-    (bf16). Under torch.compile it is one registered
+    product otherwise. Told T (``forward(x, steps)``, as :class:`FoldTime` does),
+    it sums 0/1 spikes from their temporal deltas where those are shorter (each
+    sample's majority pattern once, then per step only what differs from it).
+    Equal to ``nn.Linear`` up to float rounding. ``event_driven=False``
+    (``trainer.event_products=false``, :func:`set_event_products`) keeps the dense
+    product always; so does autocast (bf16). Under torch.compile it is one registered
     operator that inductor calls (``native._event_linear_op``). Still an
     ``nn.Linear``: state dicts, exports and ``isinstance`` checks see the standard
     module."""

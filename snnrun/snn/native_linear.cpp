@@ -11,6 +11,11 @@
 // depend on the thread count (a dense GEMM's blocking does), and differs from the
 // dense product by float rounding only (tests/snn/test_event_linear.py).
 //
+// Temporal deltas (delta_rows and the *_delta products below): for 0/1 spikes whose
+// rows are T time-major steps, each sample's majority pattern is summed once and each
+// step only where it differs from it (±1) — rate coding repeats most of a sample's
+// spikes from step to step (tests/snn/test_event_deltas.py).
+//
 // Speed: the weights are repacked per call into blocks [O/C, I, C] of C = 32 outputs,
 // so one block's rows (I·128 B, e.g. 100 KB for I = 784) stay in the L2 cache while
 // every row of x walks its nonzero columns, and the C partial sums stay in registers

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import re
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+
+from snnrun import cli
 
 from .conftest import tiny
 
@@ -115,3 +119,24 @@ def test_eval_of_a_foreign_file_is_a_clear_error(run_cli, tmp_path: Path) -> Non
     done = run_cli("eval", str(bogus))
     assert done.returncode == 2
     assert "not a snnrun checkpoint" in done.stderr or "corrupt" in done.stderr
+
+
+def test_ctrl_c_during_an_app_import_waits_for_the_import(
+    tmp_path, monkeypatch
+) -> None:
+    """A real SIGINT sent while an app module is being imported is held until the
+    import is complete (one in a C extension's initialisation came out as an
+    ImportError), then raised as KeyboardInterrupt; the handler is restored."""
+    (tmp_path / "slow_app.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "time.sleep(0.05)\n"
+        "DONE = True\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        cli._load("slow_app")
+    assert sys.modules["slow_app"].DONE  # the import ran to its end first
+    assert signal.getsignal(signal.SIGINT) is before
+    del sys.modules["slow_app"]
