@@ -126,7 +126,8 @@ def test_ctrl_c_during_an_app_import_waits_for_the_import(
 ) -> None:
     """A real SIGINT sent while an app module is being imported is held until the
     import is complete (one in a C extension's initialisation came out as an
-    ImportError), then raised as KeyboardInterrupt; the handler is restored."""
+    ImportError), then raised as KeyboardInterrupt; the handler is restored. Where
+    SIGINT is ignored (a background job, a CI runner), it stays ignored."""
     (tmp_path / "slow_app.py").write_text(
         "import os, signal, time\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
@@ -134,9 +135,15 @@ def test_ctrl_c_during_an_app_import_waits_for_the_import(
         "DONE = True\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        cli._load("slow_app")
-    assert sys.modules["slow_app"].DONE  # the import ran to its end first
-    assert signal.getsignal(signal.SIGINT) is before
-    del sys.modules["slow_app"]
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # a terminal's
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli._load("slow_app")
+        assert sys.modules.pop("slow_app").DONE  # the import ran to its end first
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert cli._load("slow_app").DONE  # ignored: nothing raised
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, outer)
+        sys.modules.pop("slow_app", None)
