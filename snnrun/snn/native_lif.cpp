@@ -451,8 +451,7 @@ torch::Tensor avg_pool_backward(torch::Tensor dy, int64_t h, int64_t w, int64_t 
 }
 
 // native_linear.cpp (compiled into the same extension)
-std::vector<torch::Tensor> spike_rows(torch::Tensor x, int64_t max_nnz);
-std::vector<torch::Tensor> delta_rows(torch::Tensor x, int64_t steps, int64_t max_nnz);
+std::vector<torch::Tensor> event_rows(torch::Tensor x, int64_t steps, int64_t max_nnz);
 std::vector<torch::Tensor> pack_weight(torch::Tensor weight, torch::Tensor bias);
 torch::Tensor event_forward(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
                             torch::Tensor packed, torch::Tensor pbias, int64_t outs);
@@ -472,8 +471,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("backward", &backward, "LIF recurrence, section-4 backward");
   m.def("avg_pool_forward", &avg_pool_forward, "k x k average pool, stride k");
   m.def("avg_pool_backward", &avg_pool_backward, "its gradient");
-  m.def("spike_rows", &spike_rows, "nonzero columns of every row (CSR)");
-  m.def("delta_rows", &delta_rows, "temporal deltas of spikes against each sample's base");
+  m.def("event_rows", &event_rows, "x's temporal deltas or nonzero lists (CSR)");
   m.def("event_forward_delta", &event_forward_delta, "x·Wᵀ + b from the temporal deltas");
   m.def("event_wgrad_delta", &event_wgrad_delta, "gᵀ·x from the temporal deltas");
   m.def("pack_weight", &pack_weight, "Linear weights in blocks of 32 outputs");

@@ -11,7 +11,7 @@
 // depend on the thread count (a dense GEMM's blocking does), and differs from the
 // dense product by float rounding only (tests/snn/test_event_linear.py).
 //
-// Temporal deltas (delta_rows and the *_delta products below): for 0/1 spikes whose
+// Temporal deltas (event_rows and the *_delta products below): for 0/1 spikes whose
 // rows are T time-major steps, each sample's majority pattern is summed once and each
 // step only where it differs from it (±1) — rate coding repeats most of a sample's
 // spikes from step to step (tests/snn/test_event_deltas.py).
@@ -24,7 +24,9 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <memory>
 #include <vector>
 #if defined(__AVX2__)
 #include <immintrin.h>
@@ -139,9 +141,50 @@ NOINLINE void wgrad_block(Rows x, int64_t rows, const float* __restrict__ g,
   }
 }
 
-// The columns (idx) and values (val) of r's nonzero entries, in order; both need room
-// for n + 1 entries (the branch-free tail writes one past the last). Returns their
-// count; *odd becomes true if one of them is not 1.
+// Building the lists takes two passes over x. Pass 1 (scan_row) counts each row's
+// nonzeros, notes any value other than 0 and 1, and, for the temporal deltas, adds the
+// row into its sample's tallies. With those counts the lists' sizes are known before
+// a single entry is written: the deltas are chosen or declined, or all lists
+// declined (over the cap), without building anything twice. Pass 2 (list_row)
+// writes the chosen list.
+template <bool TALLY>
+NOINLINE int64_t scan_row(const float* __restrict__ r, int64_t n, float* __restrict__ tally,
+                          bool* odd) {
+  int32_t nonzero = 0, others = 0;  // plain loops: GCC vectorises them
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = r[i];
+    if constexpr (TALLY) tally[i] += v;
+    nonzero += v != 0.0f;
+    others |= (v != 0.0f) & (v != 1.0f);
+  }
+  if (others) *odd = true;
+  return nonzero;
+}
+
+// A sample's base from its tallies c (spikes per input over its T steps): a[i] = 1
+// where c > T/2, else 0. Returns |A|; *deltas = Σ T − c over A plus Σ c off it (the
+// deltas its rows will list).
+NOINLINE int64_t majority(const float* __restrict__ c, int64_t n, int32_t steps,
+                          float* __restrict__ a, int64_t* deltas) {
+  int32_t on = 0, off = 0;  // plain loops: GCC vectorises them
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t count = int32_t(c[i]);
+    const bool in = 2 * count > steps;
+    a[i] = in ? 1.0f : 0.0f;
+    on += in;
+    off += in ? steps - count : count;
+  }
+  *deltas = off;
+  return on;
+}
+
+enum List { kOnes = 0, kValues = 1, kDeltas = 2 };
+
+// Pass 2 over a row r of n columns: the columns where r differs from its reference
+// (kDeltas: the base row a; otherwise 0) into idx, ascending, and r − reference into
+// val (kValues, kDeltas; kOnes writes no values: every nonzero is 1). Returns the
+// count. idx and val need room for 8 entries past the last one (the vector stores
+// write whole lanes).
 #if defined(__AVX2__)
 struct Compress {  // for each 8-bit mask, the lanes of its set bits first
   alignas(32) int32_t lanes[256][8];
@@ -156,104 +199,60 @@ struct Compress {  // for each 8-bit mask, the lanes of its set bits first
 };
 const Compress kCompress;
 
-// 8 columns at a time: compare with 0 (and 1), then one permutation stores the
-// nonzero lanes' columns and values first; the write pointer moves by their count.
-NOINLINE int64_t fill_row(const float* __restrict__ r, int64_t n, int32_t* __restrict__ idx,
-                          float* __restrict__ val, bool* odd) {
-  int64_t k = 0, i = 0;
-  int others = 0;
-  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(r + i);
-    const __m256 nonzero = _mm256_cmp_ps(v, zero, _CMP_NEQ_UQ);
-    const int mask = _mm256_movemask_ps(nonzero);
-    others |= _mm256_movemask_ps(_mm256_and_ps(nonzero, _mm256_cmp_ps(v, one, _CMP_NEQ_UQ)));
-    const __m256i lanes =
-        _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.lanes[mask]));
-    const __m256i cols = _mm256_add_epi32(_mm256_set1_epi32(int32_t(i)), lanes);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + k), cols);
-    _mm256_storeu_ps(val + k, _mm256_permutevar8x32_ps(v, lanes));
-    k += __builtin_popcount(unsigned(mask));
-  }
-  bool tail_odd = false;
-  for (; i < n; ++i) {
-    idx[k] = static_cast<int32_t>(i);
-    val[k] = r[i];
-    tail_odd |= (r[i] != 0.0f) & (r[i] != 1.0f);
-    k += r[i] != 0.0f;
-  }
-  if (others || tail_odd) *odd = true;
-  return k;
-}
-#else
-NOINLINE int64_t fill_row(const float* __restrict__ r, int64_t n, int32_t* __restrict__ idx,
-                          float* __restrict__ val, bool* odd) {
-  int64_t k = 0;  // branch-free: write every column, advance past the nonzero ones
-  bool others = false;
-  for (int64_t i = 0; i < n; ++i) {
-    idx[k] = static_cast<int32_t>(i);
-    val[k] = r[i];
-    others |= (r[i] != 0.0f) & (r[i] != 1.0f);
-    k += r[i] != 0.0f;
-  }
-  if (others) *odd = true;
-  return k;
+// Eight columns from i: one permutation puts the listed lanes' columns (and values)
+// first, the write position moves by their count.
+template <int LIST>
+inline int64_t emit8(__m256 differ, __m256 out, int64_t i, int32_t* __restrict__ idx,
+                     float* __restrict__ val, int64_t k) {
+  const int mask = _mm256_movemask_ps(differ);
+  const __m256i lanes =
+      _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.lanes[mask]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + k),
+                      _mm256_add_epi32(_mm256_set1_epi32(int32_t(i)), lanes));
+  if constexpr (LIST != kOnes) _mm256_storeu_ps(val + k, _mm256_permutevar8x32_ps(out, lanes));
+  return k + __builtin_popcount(unsigned(mask));
 }
 #endif
 
-// The columns (idx) where a 0/1 row r differs from the 0/1 base a, with r − a (±1,
-// val), in order; both need room for n + 1 entries. Returns their count, adds r's
-// nonzero count to *ones; *odd becomes true if r holds a value other than 0 and 1.
+template <int LIST>
+NOINLINE int64_t list_row(const float* __restrict__ r, const float* __restrict__ a, int64_t n,
+                          int32_t* __restrict__ idx, float* __restrict__ val) {
+  int64_t k = 0, i = 0;
 #if defined(__AVX2__)
-NOINLINE int64_t diff_row(const float* __restrict__ r, const float* __restrict__ a,
-                          int64_t n, int32_t* __restrict__ idx, float* __restrict__ val,
-                          int64_t* ones, bool* odd) {
-  int64_t k = 0, i = 0, count = 0;
-  int others = 0;
-  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  auto ref = [&](int64_t j) { return LIST == kDeltas ? _mm256_loadu_ps(a + j) : zero; };
+  // 32 columns at a time, skipped at once when none is listed: hidden layers' spikes
+  // and the deltas leave most of them empty
+  for (; i + 32 <= n; i += 32) {
+    __m256 v[4], differ[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      v[q] = _mm256_loadu_ps(r + i + 8 * q);
+      differ[q] = _mm256_cmp_ps(v[q], ref(i + 8 * q), _CMP_NEQ_UQ);
+    }
+    const __m256 any = _mm256_or_ps(_mm256_or_ps(differ[0], differ[1]),
+                                    _mm256_or_ps(differ[2], differ[3]));
+    if (_mm256_testz_ps(any, any)) continue;
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; ++q) {
+      const __m256 out = LIST == kDeltas ? _mm256_sub_ps(v[q], ref(i + 8 * q)) : v[q];
+      k = emit8<LIST>(differ[q], out, i + 8 * q, idx, val, k);
+    }
+  }
   for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(r + i), base = _mm256_loadu_ps(a + i);
-    const __m256 nonzero = _mm256_cmp_ps(v, zero, _CMP_NEQ_UQ);
-    count += __builtin_popcount(unsigned(_mm256_movemask_ps(nonzero)));
-    others |= _mm256_movemask_ps(_mm256_and_ps(nonzero, _mm256_cmp_ps(v, one, _CMP_NEQ_UQ)));
-    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(v, base, _CMP_NEQ_UQ));
-    const __m256i lanes =
-        _mm256_load_si256(reinterpret_cast<const __m256i*>(kCompress.lanes[mask]));
-    const __m256i cols = _mm256_add_epi32(_mm256_set1_epi32(int32_t(i)), lanes);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(idx + k), cols);
-    _mm256_storeu_ps(val + k, _mm256_permutevar8x32_ps(_mm256_sub_ps(v, base), lanes));
-    k += __builtin_popcount(unsigned(mask));
+    const __m256 v = _mm256_loadu_ps(r + i), base = ref(i);
+    const __m256 out = LIST == kDeltas ? _mm256_sub_ps(v, base) : v;
+    k = emit8<LIST>(_mm256_cmp_ps(v, base, _CMP_NEQ_UQ), out, i, idx, val, k);
   }
-  bool tail_odd = false;
-  for (; i < n; ++i) {
-    idx[k] = static_cast<int32_t>(i);
-    val[k] = r[i] - a[i];
-    count += r[i] != 0.0f;
-    tail_odd |= (r[i] != 0.0f) & (r[i] != 1.0f);
-    k += r[i] != a[i];
-  }
-  if (others || tail_odd) *odd = true;
-  *ones += count;
-  return k;
-}
-#else
-NOINLINE int64_t diff_row(const float* __restrict__ r, const float* __restrict__ a,
-                          int64_t n, int32_t* __restrict__ idx, float* __restrict__ val,
-                          int64_t* ones, bool* odd) {
-  int64_t k = 0, count = 0;
-  bool others = false;
-  for (int64_t i = 0; i < n; ++i) {
-    idx[k] = static_cast<int32_t>(i);
-    val[k] = r[i] - a[i];
-    count += r[i] != 0.0f;
-    others |= (r[i] != 0.0f) & (r[i] != 1.0f);
-    k += r[i] != a[i];
-  }
-  if (others) *odd = true;
-  *ones += count;
-  return k;
-}
 #endif
+  for (; i < n; ++i) {  // branch-free: write every column, advance past the listed ones
+    const float reference = LIST == kDeltas ? a[i] : 0.0f;
+    idx[k] = static_cast<int32_t>(i);
+    if constexpr (LIST != kOnes) val[k] = r[i] - reference;
+    k += r[i] != reference;
+  }
+  return k;
+}
 
 Rows view(const torch::Tensor& ptr, const torch::Tensor& idx, const torch::Tensor& val) {
   return {ptr.data_ptr<int64_t>(), idx.data_ptr<int32_t>(),
@@ -268,184 +267,216 @@ void check_float(const torch::Tensor& t, const char* name) {
 
 }  // namespace
 
-// x [N, I] → (ptr [N + 1] int64, idx [nnz] int32, val [nnz] float32 or [0] when every
-// nonzero is 1); all three empty when x has more than max_nnz nonzeros (the caller
-// then runs the dense product). One pass over x: each thread lists its own rows into
-// a buffer of its own (and stops once past max_nnz), then the lists are copied into
-// place behind each other.
-std::vector<torch::Tensor> spike_rows(torch::Tensor x, int64_t max_nnz) {
-  check_float(x, "x");
-  TORCH_CHECK(x.dim() == 2, "spike_rows: expected x [N, I]");
-  const int64_t rows = x.size(0), cols = x.size(1);
-  auto ptr = torch::empty({rows + 1}, torch::kInt64);
-  int64_t* p = ptr.data_ptr<int64_t>();
-  const float* xp = x.data_ptr<float>();
-  const int64_t parts = std::max<int64_t>(
-      1, std::min<int64_t>(at::get_num_threads(), (rows + 63) / 64));
-  const int64_t per = (rows + parts - 1) / parts;
-  struct Part {
-    torch::Tensor idx, val;
-    int64_t count = 0;
-    bool odd = false, over = false;
-  };
-  std::vector<Part> part(parts);
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      Part& s = part[q];
-      const int64_t r0 = std::min(rows, q * per), r1 = std::min(rows, r0 + per);
-      // k ≤ max_nnz before every row (else it stops), and a row adds ≤ cols + 1
-      const int64_t room = std::min((r1 - r0) * cols, max_nnz) + cols + 1;
-      s.idx = torch::empty({room}, torch::kInt32);
-      s.val = torch::empty({room}, torch::kFloat32);
-      int32_t* ib = s.idx.data_ptr<int32_t>();
-      float* vb = s.val.data_ptr<float>();
-      int64_t k = 0;
-      for (int64_t n = r0; n < r1 && !s.over; ++n) {
-        const int64_t c = fill_row(xp + n * cols, cols, ib + k, vb + k, &s.odd);
-        p[n + 1] = c;
-        k += c;
-        s.over = k > max_nnz;
+namespace {
+
+// Pass 2 for the nonzero lists: rows [r0, r1) straight into their place (ptr is
+// known from pass 1). A row's vector stores may write up to 8 entries past its end:
+// the rows that end within 8 entries of the range's end go through scratch, so that
+// nothing reaches into the next range, which another thread writes.
+void list_nonzeros(const float* xp, int64_t cols, const int64_t* p, bool values, int64_t r0,
+                   int64_t r1, int32_t* idx, float* val) {
+  std::vector<int32_t> si(cols + 8);
+  std::vector<float> sv(cols + 8);
+  for (int64_t n = r0; n < r1; ++n) {
+    const bool last = p[n + 1] + 8 > p[r1];
+    int32_t* ib = last ? si.data() : idx + p[n];
+    float* vb = last ? sv.data() : (values ? val + p[n] : nullptr);
+    const float* row = xp + n * cols;
+    const int64_t c = values ? list_row<kValues>(row, nullptr, cols, ib, vb)
+                             : list_row<kOnes>(row, nullptr, cols, ib, vb);
+    if (last) {
+      std::memcpy(idx + p[n], si.data(), sizeof(int32_t) * c);
+      if (values) std::memcpy(val + p[n], sv.data(), sizeof(float) * c);
+    }
+  }
+}
+
+constexpr int64_t kGroup = 4;  // samples whose rows are listed together (L2-resident)
+
+// One thread's share of the temporal deltas: its samples' bases (bidx, in sample
+// order) and their rows' deltas (idx, val, in (group, t, sample) order; where row n
+// starts: start[n]), or the flags that stop them.
+struct DeltaPart {  // buffers left uninitialised (a zero fill costs as much as the pass)
+  std::unique_ptr<int32_t[]> idx, bidx;
+  std::unique_ptr<float[]> val;
+  int64_t count = 0, bcount = 0;
+  bool odd = false, over = false, based = false;
+};
+
+// Samples [b0, b1) in groups of kGroup: pass 1 over a group's rows (tallies, nonzero
+// counts), its bases, then pass 2 over the same rows while they are still in the
+// cache. A group keeps its bases only where bases and deltas together are at least a
+// fifth below its nonzeros; otherwise its bases are empty (its deltas are its
+// nonzeros, +1 each). Row n's count goes to p[n + 1], its start to start[n], each
+// sample's base count to on[b + 1].
+void delta_part(const float* xp, int64_t steps, int64_t batch, int64_t cols, int64_t b0,
+                int64_t b1, int64_t max_nnz, int64_t* p, int64_t* start, int64_t* on,
+                DeltaPart& s) {
+  const int64_t room = std::min((b1 - b0) * steps * cols, max_nnz) + cols + 8;
+  s.idx.reset(new int32_t[room]);
+  s.val.reset(new float[room]);
+  s.bidx.reset(new int32_t[(b1 - b0) * cols + 8]);
+  std::vector<float> tally(kGroup * cols), base(kGroup * cols);
+  std::vector<int64_t> off(kGroup), nonzero(kGroup);
+  for (int64_t g0 = b0; g0 < b1; g0 += kGroup) {
+    const int64_t size = std::min(kGroup, b1 - g0);
+    std::fill(tally.begin(), tally.end(), 0.0f);
+    int64_t nonzeros = 0, listed = 0;
+    for (int64_t t = 0; t < steps; ++t)
+      for (int64_t j = 0; j < size; ++j) {
+        const int64_t n = t * batch + g0 + j;
+        nonzeros += scan_row<true>(xp + n * cols, cols, &tally[j * cols], &s.odd);
       }
-      s.count = k;
+    if (s.odd) return;
+    for (int64_t j = 0; j < size; ++j) {
+      on[g0 + j + 1] = majority(&tally[j * cols], cols, int32_t(steps), &base[j * cols], &off[j]);
+      listed += on[g0 + j + 1] + off[j];
     }
-  });
-  int64_t nnz = 0;
-  bool binary = true;
-  for (const Part& s : part) {
-    if (s.over) nnz = max_nnz + 1;
-    nnz += s.count;
-    binary = binary && !s.odd;
+    if (5 * listed > 4 * nonzeros) {  // no pattern worth a base: the nonzeros
+      std::fill(base.begin(), base.end(), 0.0f);
+      for (int64_t j = 0; j < size; ++j) on[g0 + j + 1] = 0;
+    }
+    for (int64_t j = 0; j < size; ++j) {
+      s.based |= on[g0 + j + 1] > 0;
+      s.bcount += list_row<kOnes>(&base[j * cols], nullptr, cols, s.bidx.get() + s.bcount,
+                                  nullptr);
+    }
+    for (int64_t t = 0; t < steps; ++t)
+      for (int64_t j = 0; j < size; ++j) {
+        const int64_t n = t * batch + g0 + j;
+        start[n] = s.count;
+        p[n + 1] = list_row<kDeltas>(xp + n * cols, &base[j * cols], cols,
+                                     s.idx.get() + s.count, s.val.get() + s.count);
+        s.count += p[n + 1];
+        s.over = s.count > max_nnz;  // room: max_nnz + one row (and its 8 spare)
+        if (s.over) return;
+      }
   }
-  const auto none = torch::empty({0}, torch::kInt64);
-  if (nnz > max_nnz) return {none, none.to(torch::kInt32), x.new_empty({0})};
-  p[0] = 0;
-  for (int64_t n = 0; n < rows; ++n) p[n + 1] += p[n];
-  auto idx = torch::empty({nnz}, torch::kInt32);
-  auto val = x.new_empty({binary ? 0 : nnz});
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      const Part& s = part[q];
-      const int64_t at = p[std::min(rows, q * per)];
-      std::memcpy(idx.data_ptr<int32_t>() + at, s.idx.data_ptr<int32_t>(),
-                  sizeof(int32_t) * s.count);
-      if (!binary)
-        std::memcpy(val.data_ptr<float>() + at, s.val.data_ptr<float>(),
-                    sizeof(float) * s.count);
-    }
-  });
-  return {ptr, idx, val};
 }
 
-// base[i] = 1 where more than half of the steps rows r + t·stride hold a 1, else 0.
-NOINLINE void majority(const float* __restrict__ r, int64_t stride, int64_t steps,
-                       int64_t n, float* __restrict__ base) {
-  for (int64_t i = 0; i < n; ++i) base[i] = 0.0f;
-  for (int64_t t = 0; t < steps; ++t) {
-    const float* __restrict__ row = r + t * stride;
-    for (int64_t i = 0; i < n; ++i) base[i] += row[i];
-  }
-  const float half = 0.5f * float(steps);
-  for (int64_t i = 0; i < n; ++i) base[i] = base[i] > half ? 1.0f : 0.0f;
+// An empty tensor of `n` + 8 entries' room, seen as its first n.
+torch::Tensor room(int64_t n, torch::ScalarType type) {
+  return torch::empty({n + 8}, type).narrow(0, 0, n);
 }
 
-// Temporal deltas of spikes x [T·B, I] (row n = t·B + b, time-major as FoldTime
-// folds them; steps = T): the base of sample b is its majority pattern,
-// A_b = {i : x[t·B + b, i] = 1 for more than T/2 of its steps}, and row n keeps only
-// where it differs from its base, with x − a = ±1. Rate-coded MNIST fires most of a
-// digit's pixels at nearly every step, so the deltas are ~1/5 of the nonzeros at
-// T = 10 (20 against 99 a row) and the bases count once per sample, not per step.
-// Returns (ptr [N + 1], idx, val ±1, bptr [B + 1], bidx): bases and deltas, each
-// ascending by column. All five empty when x is not 0/1, or when bases and deltas
-// together are over max_nnz or not at least a fifth below x's nonzero count (the
-// caller then lists the nonzeros themselves, spike_rows).
-std::vector<torch::Tensor> delta_rows(torch::Tensor x, int64_t steps, int64_t max_nnz) {
-  check_float(x, "x");
-  TORCH_CHECK(x.dim() == 2, "delta_rows: expected x [N, I]");
-  const int64_t rows = x.size(0), cols = x.size(1);
-  const auto none = torch::empty({0}, torch::kInt64);
-  const std::vector<torch::Tensor> nothing{none, none.to(torch::kInt32), x.new_empty({0}),
-                                           none, none.to(torch::kInt32)};
-  if (steps < 2 || rows == 0 || rows % steps != 0) return nothing;
-  const int64_t batch = rows / steps;
+}  // namespace
+
+namespace {
+
+// The temporal-delta lists of event_rows (x's rows time-major, steps ≥ 2): five
+// tensors, or all five empty when they would hold more than max_nnz entries; the
+// nonzero lists (bptr, bidx and val empty) when no group keeps a base; none at all
+// (the caller lists the nonzeros with their values) when x holds values other
+// than 0/1. ptr [N + 1] is filled here.
+std::vector<torch::Tensor> temporal_deltas(const torch::Tensor& x, int64_t steps,
+                                           int64_t max_nnz, torch::Tensor& ptr) {
+  const int64_t rows = x.size(0), cols = x.size(1), batch = rows / steps;
   const float* xp = x.data_ptr<float>();
-  auto ptr = torch::empty({rows + 1}, torch::kInt64);
-  auto bptr = torch::empty({batch + 1}, torch::kInt64);
   int64_t* p = ptr.data_ptr<int64_t>();
-  int64_t* bp = bptr.data_ptr<int64_t>();
-  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), batch));
-  const int64_t per = (batch + parts - 1) / parts;
-  struct Part {
-    torch::Tensor idx, val, bidx;
-    std::vector<int64_t> start;  // where row t·B + b's deltas begin in idx, (b, t) order
-    int64_t count = 0, bcount = 0, ones = 0;
-    bool odd = false, over = false;
-  };
-  std::vector<Part> part(parts);
+  auto bptr = torch::zeros({batch + 1}, torch::kInt64);
+  int64_t* on = bptr.data_ptr<int64_t>();
+  std::vector<int64_t> start(rows);
+  const int64_t groups = (batch + kGroup - 1) / kGroup;
+  const int64_t parts = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), groups));
+  const int64_t per = (groups + parts - 1) / parts * kGroup;  // samples per part
+  std::vector<DeltaPart> part(parts);
   at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
     for (int64_t q = begin; q < end; ++q) {
-      Part& s = part[q];
       const int64_t b0 = std::min(batch, q * per), b1 = std::min(batch, b0 + per);
-      const int64_t room = std::min((b1 - b0) * steps * cols, max_nnz) + cols + 1;
-      s.idx = torch::empty({room}, torch::kInt32);
-      s.val = torch::empty({room}, torch::kFloat32);
-      s.bidx = torch::empty({(b1 - b0) * cols + 1}, torch::kInt32);
-      s.start.resize((b1 - b0) * steps);
-      std::vector<float> base(cols), scratch(cols + 1);
-      int32_t* ib = s.idx.data_ptr<int32_t>();
-      float* vb = s.val.data_ptr<float>();
-      for (int64_t b = b0; b < b1 && !s.over && !s.odd; ++b) {
-        majority(xp + b * cols, batch * cols, steps, cols, base.data());
-        bool unused = false;
-        const int64_t c = fill_row(base.data(), cols, s.bidx.data_ptr<int32_t>() + s.bcount,
-                                   scratch.data(), &unused);
-        bp[b + 1] = c;
-        s.bcount += c;
-        for (int64_t t = 0; t < steps && !s.over; ++t) {
-          const int64_t n = t * batch + b;
-          s.start[(b - b0) * steps + t] = s.count;
-          const int64_t k = diff_row(xp + n * cols, base.data(), cols, ib + s.count,
-                                     vb + s.count, &s.ones, &s.odd);
-          p[n + 1] = k;
-          s.count += k;
-          s.over = s.count > max_nnz;
-        }
-      }
+      delta_part(xp, steps, batch, cols, b0, b1, max_nnz, p, start.data(), on, part[q]);
     }
   });
-  int64_t deltas = 0, bases = 0, ones = 0;
-  for (const Part& s : part) {
-    if (s.over || s.odd) return nothing;
-    deltas += s.count;
+  int64_t count = 0, bases = 0;
+  bool based = false, over = false;
+  for (const DeltaPart& s : part) {
+    if (s.odd) return {};
+    count += s.count;
     bases += s.bcount;
-    ones += s.ones;
+    based |= s.based;
+    over |= s.over;
   }
-  if (deltas + bases > max_nnz || 5 * (deltas + bases) > 4 * ones) return nothing;
-  p[0] = 0;
+  const auto none = torch::empty({0}, torch::kInt64);
+  const auto none32 = none.to(torch::kInt32);
+  if (over || count + bases > max_nnz) return {none, none32, x.new_empty({0}), none, none32};
   for (int64_t n = 0; n < rows; ++n) p[n + 1] += p[n];
-  bp[0] = 0;
-  for (int64_t b = 0; b < batch; ++b) bp[b + 1] += bp[b];
-  auto idx = torch::empty({deltas}, torch::kInt32);
-  auto val = x.new_empty({deltas});
-  auto bidx = torch::empty({bases}, torch::kInt32);
-  at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t q = begin; q < end; ++q) {
-      const Part& s = part[q];
-      const int64_t b0 = std::min(batch, q * per), b1 = std::min(batch, b0 + per);
-      std::memcpy(bidx.data_ptr<int32_t>() + bp[b0], s.bidx.data_ptr<int32_t>(),
-                  sizeof(int32_t) * s.bcount);
-      for (int64_t b = b0; b < b1; ++b) {
-        for (int64_t t = 0; t < steps; ++t) {
-          const int64_t n = t * batch + b, from = s.start[(b - b0) * steps + t];
-          const int64_t count = p[n + 1] - p[n];
-          std::memcpy(idx.data_ptr<int32_t>() + p[n], s.idx.data_ptr<int32_t>() + from,
-                      sizeof(int32_t) * count);
-          std::memcpy(val.data_ptr<float>() + p[n], s.val.data_ptr<float>() + from,
-                      sizeof(float) * count);
-        }
-      }
+  for (int64_t b = 0; b < batch; ++b) on[b + 1] += on[b];
+  auto idx = torch::empty({count}, torch::kInt32);
+  auto val = x.new_empty({based ? count : 0});
+  int32_t* ip = idx.data_ptr<int32_t>();
+  float* vp = based ? val.data_ptr<float>() : nullptr;
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {  // into row order
+    for (int64_t n = r0; n < r1; ++n) {
+      const DeltaPart& s = part[(n % batch) / per];
+      const int64_t k = p[n + 1] - p[n];
+      std::memcpy(ip + p[n], s.idx.get() + start[n], sizeof(int32_t) * k);
+      if (based) std::memcpy(vp + p[n], s.val.get() + start[n], sizeof(float) * k);
     }
   });
+  if (!based) return {ptr, idx, val, none, none32};  // every delta is a nonzero, +1
+  auto bidx = torch::empty({on[batch]}, torch::kInt32);
+  for (int64_t q = 0; q < parts; ++q) {
+    const int64_t b0 = std::min(batch, q * per);
+    std::memcpy(bidx.data_ptr<int32_t>() + on[b0], part[q].bidx.get(),
+                sizeof(int32_t) * part[q].bcount);
+  }
   return {ptr, idx, val, bptr, bidx};
+}
+
+}  // namespace
+
+// x [N, I] → the lists an event product reads (Lists in native.py), five tensors:
+//  * temporal deltas, for 0/1 spikes whose rows are T = steps time-major steps
+//    (row n = t·B + b, as FoldTime folds them): the base of sample b is its majority
+//    pattern, A_b = {i : x[t·B + b, i] = 1 for more than T/2 of its steps}
+//    (bptr [B + 1], bidx ascending), and row n lists only where it differs from its
+//    base (ptr [N + 1], idx ascending, val = x − a = ±1). Rate-coded MNIST fires most
+//    of a digit's pixels at nearly every step: the deltas are ~1/5 of the nonzeros at
+//    T = 10 (20 against 99 a row) and the bases count once per sample, not per step.
+//    Samples are taken in groups of kGroup = 4, each read twice in a row (tallies,
+//    then deltas) while its rows are in the cache; a group keeps its bases only
+//    where bases and deltas together are at least a fifth below its nonzeros
+//    (otherwise its bases are empty and its deltas are its nonzeros). When no group
+//    keeps one, the lists come back as the nonzero lists below;
+//  * otherwise x's nonzero entries row by row (CSR: ptr, idx, val — val empty when
+//    every nonzero is 1), with bptr and bidx empty;
+//  * all five empty when the nonzeros are more than max_nnz (the caller then runs
+//    the dense product).
+std::vector<torch::Tensor> event_rows(torch::Tensor x, int64_t steps, int64_t max_nnz) {
+  check_float(x, "x");
+  TORCH_CHECK(x.dim() == 2, "event_rows: expected x [N, I]");
+  const int64_t rows = x.size(0), cols = x.size(1);
+  const bool temporal = steps >= 2 && rows > 0 && rows % steps == 0;
+  const int64_t batch = temporal ? rows / steps : rows;
+  const float* xp = x.data_ptr<float>();
+  auto ptr = torch::empty({rows + 1}, torch::kInt64);
+  int64_t* p = ptr.data_ptr<int64_t>();
+  p[0] = 0;
+  const auto none = torch::empty({0}, torch::kInt64);
+  const auto none32 = none.to(torch::kInt32);
+  if (temporal) {
+    auto deltas = temporal_deltas(x, steps, max_nnz, ptr);
+    if (!deltas.empty()) return deltas;
+  }
+  std::atomic<bool> odd{false};
+  // the nonzeros, pass 1: row counts
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    bool seen = false;
+    for (int64_t n = r0; n < r1; ++n)
+      p[n + 1] = scan_row<false>(xp + n * cols, cols, nullptr, &seen);
+    if (seen) odd = true;
+  });
+  int64_t nonzeros = 0;
+  for (int64_t n = 0; n < rows; ++n) nonzeros += p[n + 1];
+  if (nonzeros > max_nnz) return {none, none32, x.new_empty({0}), none, none32};
+  for (int64_t n = 0; n < rows; ++n) p[n + 1] += p[n];
+  auto idx = room(nonzeros, torch::kInt32);
+  auto val = odd ? room(nonzeros, torch::kFloat32) : x.new_empty({0});
+  int32_t* ip = idx.data_ptr<int32_t>();
+  float* vp = odd ? val.data_ptr<float>() : nullptr;
+  at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
+    list_nonzeros(xp, cols, p, odd, r0, r1, ip, vp);
+  });
+  return {ptr, idx, val, none, none32};
 }
 
 // weight [O, I], bias [O] → blocks [ceil(O / C), I, C] and bias [ceil(O / C) · C],

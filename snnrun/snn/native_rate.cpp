@@ -40,14 +40,21 @@ NOINLINE void fill_words(uint64_t key, uint64_t first, int64_t n,
   for (int64_t i = 0; i < n; ++i) out[i] = stream_word(key, first + uint64_t(i));
 }
 
-// out = digit < k over n elements (vectorised); returns whether any digit equals its
-// k (a tie to resolve).
+// Whether a first digit equal to k leaves r < k/255 open: not for k = 0 (p = 0, never
+// fires) nor k = 255 (p = 1 = 0.255 255 … in base 256: the first digit below 255
+// fires, and r < 1 always). MNIST's pixels are mostly one or the other.
+inline bool open_tie(uint8_t digit, uint8_t k) {
+  return digit == k && uint8_t(k - 1) < 254;
+}
+
+// out = 1[r < k/255] over n elements wherever the first digit decides it (vectorised);
+// returns whether any is left open (a tie to resolve).
 NOINLINE bool first_digit(const uint8_t* __restrict digit, const uint8_t* __restrict k,
                           float* __restrict out, int64_t n) {
   uint8_t tie = 0;
   for (int64_t i = 0; i < n; ++i) {
-    out[i] = digit[i] < k[i] ? 1.0f : 0.0f;
-    tie |= digit[i] == k[i];
+    out[i] = (digit[i] < k[i]) | (k[i] == 255) ? 1.0f : 0.0f;
+    tie |= open_tie(digit[i], k[i]);
   }
   return tie != 0;
 }
@@ -71,7 +78,7 @@ void encode_piece(uint64_t key, uint64_t count, const uint8_t* digit, const uint
     const int64_t run = std::min({n - done, width - col, kTieBlock});  // k contiguous
     if (first_digit(digit + done, k + col, out + e, run)) {
       for (int64_t i = 0; i < run; ++i) {
-        if (digit[done + i] == k[col + i])
+        if (open_tie(digit[done + i], k[col + i]))
           out[e + i] = resolve_tie(key, count, uint64_t(e + i), k[col + i]);
       }
     }

@@ -27,21 +27,72 @@ def persistent_spikes(steps: int, batch: int, ins: int, seed: int) -> torch.Tens
 
 
 def lists_of(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, ...]:
-    return tuple(native._module().delta_rows(x, steps, x.numel()))
+    return tuple(native._module().event_rows(x, steps, x.numel()))
+
+
+GROUP = 4
+"""Samples whose bases are decided together (``kGroup`` in ``native_linear.cpp``)."""
+
+
+def expected_bases(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The bases ``[B, I]`` by their definition: each sample's majority pattern (inputs
+    firing in more than T/2 steps), kept by a group of :data:`GROUP` samples only where
+    its bases and deltas together are at least a fifth below its nonzeros."""
+    by_step = x.view(steps, -1, x.shape[1])
+    base = (by_step.sum(0) * 2 > steps).float()
+    for g0 in range(0, base.shape[0], GROUP):
+        group = slice(g0, g0 + GROUP)
+        listed = base[group].sum() + by_step[:, group].ne(base[group]).sum()
+        if 5 * listed > 4 * by_step[:, group].ne(0).sum():
+            base[group] = 0.0
+    return base
+
+
+def mixed_spikes(steps: int, batch: int, ins: int, seed: int) -> torch.Tensor:
+    """Persistent spikes for the first half of the samples, independent ones (no
+    pattern to keep) for the rest."""
+    x = persistent_spikes(steps, batch, ins, seed).view(steps, batch, ins)
+    generator = torch.Generator().manual_seed(seed + 1)
+    noise = torch.rand(steps, batch - batch // 2, ins, generator=generator) < 0.15
+    x[:, batch // 2 :] = noise.float()
+    return x.reshape(steps * batch, ins)
 
 
 @pytest.mark.parametrize(
-    ("steps", "batch", "ins"), [(10, 7, 50), (3, 1, 9), (30, 4, 784)]
+    ("steps", "batch", "ins", "spikes"),
+    [
+        (10, 7, 50, persistent_spikes),
+        (3, 1, 9, persistent_spikes),
+        (30, 4, 784, persistent_spikes),
+        (10, 13, 64, mixed_spikes),
+        (4, 9, 33, mixed_spikes),
+    ],
 )
-def test_delta_lists_follow_their_definition(steps: int, batch: int, ins: int) -> None:
-    """base = majority over the steps (more than T/2); a row's deltas are where it
-    differs from its sample's base, columns ascending, value x − base = ±1; base +
-    deltas gives x back exactly."""
-    x = persistent_spikes(steps, batch, ins, seed=steps)
-    ptr, idx, val, bptr, bidx = lists_of(x, steps)
-    assert ptr.numel() == steps * batch + 1 and bptr.numel() == batch + 1
-    by_step = x.view(steps, batch, ins)
-    base = (by_step.sum(0) * 2 > steps).float()  # [B, I]
+def test_delta_lists_follow_their_definition(
+    steps: int, batch: int, ins: int, spikes
+) -> None:
+    """Bases as :func:`expected_bases` defines them (columns ascending); a row's deltas
+    are where it differs from its sample's base, columns ascending, value x − base =
+    ±1; base + deltas gives x back exactly; 1 and 2 threads give the same lists. With
+    no base kept anywhere, the lists are the nonzero lists (no values, no bases)."""
+    x = spikes(steps, batch, ins, seed=steps)
+    base = expected_bases(x, steps)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = lists_of(x, steps)
+        torch.set_num_threads(2)
+        ptr, idx, val, bptr, bidx = lists_of(x, steps)
+    finally:
+        torch.set_num_threads(before)
+    for a, b in zip(single, (ptr, idx, val, bptr, bidx), strict=True):
+        assert torch.equal(a, b)
+    assert ptr.numel() == steps * batch + 1
+    if not base.any():
+        assert val.numel() == bptr.numel() == bidx.numel() == 0
+        assert torch.equal(idx.long(), x.nonzero(as_tuple=True)[1])
+        return
+    assert bptr.numel() == batch + 1
     for b in range(batch):
         want = base[b].nonzero().flatten()
         assert torch.equal(bidx[bptr[b] : bptr[b + 1]].long(), want)
@@ -58,18 +109,29 @@ def test_delta_lists_follow_their_definition(steps: int, batch: int, ins: int) -
 
 def test_delta_lists_are_shorter_on_persistent_spikes_and_declined_otherwise() -> None:
     """Persistent spikes: deltas + bases well under the nonzero count. Independent
-    spikes (no sample keeps a pattern), values other than 0/1, one step, rows that
-    are not whole steps, or a cap below the lists' size: no deltas (all empty), and
-    ``_event_lists`` hands back the plain nonzero lists instead."""
+    spikes (no sample keeps a pattern), values other than 0/1, one step, or rows that
+    are not whole steps: no bases, and the lists are x's nonzeros (``nonzero()`` row
+    by row, values kept where one is not 1). A cap one below the deltas' size (and so
+    below the nonzeros): all five lists empty (the dense product)."""
     x = persistent_spikes(10, 20, 100, seed=1)
     _, idx, _, _, bidx = lists_of(x, 10)
-    assert idx.numel() + bidx.numel() < 0.6 * int(x.ne(0).sum())
+    size = idx.numel() + bidx.numel()
+    assert size < 0.6 * int(x.ne(0).sum())
     generator = torch.Generator().manual_seed(2)
     independent = (torch.rand(200, 100, generator=generator) < 0.15).float()
     valued = x * 0.5
-    for case, steps in ((independent, 10), (valued, 10), (x, 1), (x[:-1], 10)):
-        assert all(t.numel() == 0 for t in lists_of(case.contiguous(), steps))
-    capped = native._module().delta_rows(x, 10, idx.numel() + bidx.numel() - 1)
+    cases = ((independent, 10), (valued, 10), (x, 1), (x[:-1].contiguous(), 10))
+    for case, steps in cases:
+        ptr, idx, val, bptr, bidx = lists_of(case, steps)
+        assert bptr.numel() == bidx.numel() == 0
+        rows, columns = case.nonzero(as_tuple=True)
+        assert ptr.tolist() == [0, *case.ne(0).sum(1).cumsum(0).tolist()]
+        assert torch.equal(idx.long(), columns)
+        want = case[rows, columns]
+        assert torch.equal(val, want) if case is valued else val.numel() == 0
+    lists = native._module().event_rows(x, 10, size)  # a cap at their size: kept
+    assert lists[3].numel() == x.shape[0] // 10 + 1
+    capped = native._module().event_rows(x, 10, size - 1)  # one below: no lists
     assert all(t.numel() == 0 for t in capped)
     plain = native._event_lists(independent, 10)
     assert plain is not None and plain[3].numel() == 0  # no bases: the nonzero list

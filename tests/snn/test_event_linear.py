@@ -162,23 +162,33 @@ def test_without_a_compiler_the_dense_product_runs() -> None:
     assert done.stdout.strip().endswith("ok")
 
 
-@pytest.mark.parametrize("cols", [1, 7, 8, 13, 784])
+@pytest.mark.parametrize("cols", [1, 7, 8, 13, 32, 40, 71, 784])
 @pytest.mark.parametrize("binary", [True, False])
-def test_spike_rows_list_every_nonzero_in_order(cols: int, binary: bool) -> None:
-    """The nonzero list (8 columns at a time where the CPU has AVX2, one at a time
-    in the tail) is ``nonzero()`` row by row: columns ascending, values kept."""
+@pytest.mark.parametrize("density", [0.2, 0.01])
+def test_event_rows_list_every_nonzero_in_order(
+    cols: int, binary: bool, density: float
+) -> None:
+    """The nonzero list (32 columns at a time where the CPU has AVX2, skipped at once
+    when all are zero, then 8, then one at a time in the tail) is ``nonzero()`` row by
+    row: columns ascending, values kept; rows split between threads as they come."""
     generator = torch.Generator().manual_seed(cols)
-    x = (torch.rand(37, cols, generator=generator) < 0.2).float()
+    x = (torch.rand(137, cols, generator=generator) < density).float()
     if not binary:
-        x *= torch.randn(37, cols, generator=generator)
-    ptr, idx, val = native._module().spike_rows(x, x.numel())
+        x *= torch.randn(137, cols, generator=generator)
     rows, columns = x.nonzero(as_tuple=True)
-    assert ptr.tolist() == [0, *x.ne(0).sum(1).cumsum(0).tolist()]
-    assert torch.equal(idx.long(), columns)
-    if binary:
-        assert val.numel() == 0  # every nonzero is 1: no values kept
-    else:
-        assert torch.equal(val, x[rows, columns])
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            ptr, idx, val = native._module().event_rows(x, 1, x.numel())[:3]
+            assert ptr.tolist() == [0, *x.ne(0).sum(1).cumsum(0).tolist()]
+            assert torch.equal(idx.long(), columns)
+            if binary:
+                assert val.numel() == 0  # every nonzero is 1: no values kept
+            else:
+                assert torch.equal(val, x[rows, columns])
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_frozen_weights_packs_once_per_pass_and_follows_changes() -> None:
@@ -218,10 +228,10 @@ def test_frozen_weights_in_an_evaluation_pass_changes_no_result() -> None:
 
 
 @pytest.mark.parametrize("where", ["first rows", "last rows", "spread"])
-def test_spike_rows_gives_up_exactly_past_the_cap(where: str) -> None:
-    """The list is built in one pass by each thread over its own rows: it must come
-    back whole at ``max_nnz`` = its size, and empty one below, wherever the nonzeros
-    lie (in one thread's rows or in both)."""
+def test_event_rows_gives_up_exactly_past_the_cap(where: str) -> None:
+    """The list is sized by a counting pass over rows split between the threads: it
+    must come back whole at ``max_nnz`` = its size, and empty one below, wherever the
+    nonzeros lie (in one thread's rows or in both)."""
     x = torch.zeros(300, 50)
     if where == "first rows":
         x[:40, :20] = 1.0
@@ -233,9 +243,9 @@ def test_spike_rows_gives_up_exactly_past_the_cap(where: str) -> None:
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            ptr, idx, _ = native._module().spike_rows(x, nnz)
+            ptr, idx, _ = native._module().event_rows(x, 1, nnz)[:3]
             assert int(ptr[-1]) == idx.numel() == nnz
-            empty = native._module().spike_rows(x, nnz - 1)
+            empty = native._module().event_rows(x, 1, nnz - 1)
             assert all(t.numel() == 0 for t in empty)
     finally:
         torch.set_num_threads(before)
