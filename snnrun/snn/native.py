@@ -551,6 +551,8 @@ def event_linear(
     lists = _event_lists(x.contiguous(), steps)
     if lists is None:
         return None
+    if not torch.is_grad_enabled():  # evaluation: no autograd node to build
+        return _forward_lists(lists, _packed(weight, bias), weight.shape[0])
     return _EventLinear.apply(x, weight, bias, lists, _packed(weight, bias))
 
 

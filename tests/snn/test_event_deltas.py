@@ -214,3 +214,27 @@ def test_delta_operators_pass_torchs_checks() -> None:
     torch.library.opcheck(native._event_wgrad_op, (x, torch.randn(30, 40), 5))
     y = native._event_linear_op(x, weight.detach(), bias.detach(), 5)
     torch.testing.assert_close(y, F.linear(x, weight.detach(), bias.detach()))
+
+
+@pytest.mark.parametrize(("outs", "told"), [(10, 1), (32, 1), (33, 10)])
+def test_only_layers_wider_than_one_block_sum_deltas(
+    outs: int, told: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A layer of at most one block of outputs (32: an output layer) lists x's
+    nonzeros even when told T (the deltas' extra work on x would not pay there); a
+    wider one lists the deltas. Either way the product is torch's, up to rounding."""
+    seen: list[int] = []
+    real = native._event_lists
+
+    def spy(x: torch.Tensor, steps: int):
+        seen.append(steps)
+        return real(x, steps)
+
+    monkeypatch.setattr(native, "_event_lists", spy)
+    x = persistent_spikes(10, 6, 40, seed=outs)
+    torch.manual_seed(outs)
+    layer = Linear(40, outs)
+    with torch.no_grad():
+        got = layer(x, 10)
+    assert seen == [told]
+    torch.testing.assert_close(got, F.linear(x, layer.weight, layer.bias))
