@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from snnrun.snn import LIF, FoldTime, LIFParams, choice_name, init_stbp_
+from snnrun.snn.layers import fused_linear_lif
 
 INITS = ("stbp", "default")
 
@@ -54,8 +55,11 @@ class Stage(nn.Module):
         self.lif = LIF(lif)
 
     def forward(self, x_seq: Tensor) -> Tensor:
-        """x_seq: spikes of the layer below, [T, B, ...] → spikes, [T, B, ...']."""
-        return self.lif(self.pre(x_seq))
+        """x_seq: spikes of the layer below, [T, B, ...] → spikes, [T, B, ...'].
+        In evaluation a Linear stage runs as one pass where it can
+        (:func:`~snnrun.snn.layers.fused_linear_lif`): the same spikes."""
+        fused = fused_linear_lif(self.pre, self.lif, x_seq)
+        return self.lif(self.pre(x_seq)) if fused is None else fused
 
     def record(self, x_seq: Tensor) -> tuple[Tensor, Tensor]:
         """Like :meth:`forward`, also returning the potentials: (o, u), [T, B, ...]."""

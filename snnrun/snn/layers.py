@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from snnrun.snn import native
-from snnrun.snn.backends import BACKENDS
-from snnrun.snn.lif import LIFParams, lif_sequence_record
+from snnrun.snn.backends import BACKENDS, resolve
+from snnrun.snn.lif import Backend, LIFParams, lif_sequence_record
 from snnrun.snn.memory import mark_binary
 
 
@@ -125,6 +125,41 @@ class LIF(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())
+
+
+def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
+    """``lif(pre(x_seq))`` in one C++ pass where it can be (:func:`native.event_linear_lif`):
+    with gradients off (evaluation), when ``pre`` is a :class:`Linear` (alone, or last
+    in an ``nn.Sequential`` after flatten/pool layers) with event products on, outside
+    autocast,
+    and ``lif`` runs the native backend on x's device. x_seq: ``[T, B, ...]`` → spikes
+    ``[T, B, O]``, bit-identical to the two layers; None elsewhere."""
+    if torch.is_grad_enabled() or torch.is_autocast_enabled(x_seq.device.type):
+        return None
+    head, linear = _split_linear(pre.module)
+    if linear is None or not linear.event_driven:
+        return None
+    if resolve(lif.params.backend, x_seq.device) != Backend.NATIVE.value:
+        return None
+    steps, batch = x_seq.shape[0], x_seq.shape[1]
+    x = x_seq.flatten(0, 1)
+    for module in head:
+        x = module(x)
+    spikes = native.event_linear_lif(x, linear.weight, linear.bias, steps, lif.params)
+    return None if spikes is None else mark_binary(spikes.view(steps, batch, -1))
+
+
+def _split_linear(module: nn.Module) -> tuple[list[nn.Module], Linear | None]:
+    """(the layers before it, the :class:`Linear`) when ``module`` is a Linear or an
+    ``nn.Sequential`` ending in one after stateless layers (flatten, pool) that are
+    neither Linear nor Sequential themselves; else ([], None)."""
+    if isinstance(module, Linear):
+        return [], module
+    if type(module) is nn.Sequential and len(module) and isinstance(module[-1], Linear):
+        head = list(module)[:-1]
+        if not any(isinstance(layer, (nn.Linear, nn.Sequential)) for layer in head):
+            return head, module[-1]
+    return [], None
 
 
 def _state_dtype(x_seq: Tensor) -> Tensor:

@@ -519,6 +519,26 @@ def _event_grad(ctx, grad: Tensor) -> tuple:
 _event_linear_op.register_autograd(_event_grad, setup_context=_event_setup)
 
 
+def _event_applies(x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether the C++ event product can take x ``[N, I]``: float32 CPU tensors, a
+    contiguous weight, the kernel built."""
+    return not (
+        x.device.type != "cpu"
+        or x.dim() != 2
+        or x.dtype != torch.float32
+        or weight.dtype != torch.float32
+        or not weight.is_contiguous()
+        or (bias is not None and bias.dtype != torch.float32)
+        or not available()
+    )
+
+
+def _list_steps(weight: Tensor, steps: int) -> int:
+    """The T that x's lists are built with: 1 (its nonzeros) for a layer of at most
+    one block of outputs (:data:`BLOCK`), else ``steps``."""
+    return 1 if weight.shape[0] <= BLOCK else steps
+
+
 def event_linear(
     x: Tensor, weight: Tensor, bias: Tensor | None, steps: int = 1
 ) -> Tensor | None:
@@ -534,18 +554,9 @@ def event_linear(
     the caller runs the dense product. While torch.compile traces, the registered
     operator (:func:`_event_linear_op`) stands in: inductor keeps it as one call and
     compiles what lies around it."""
-    if (
-        x.device.type != "cpu"
-        or x.dim() != 2
-        or x.dtype != torch.float32
-        or weight.dtype != torch.float32
-        or not weight.is_contiguous()
-        or (bias is not None and bias.dtype != torch.float32)
-        or not available()
-    ):
+    if not _event_applies(x, weight, bias):
         return None
-    if weight.shape[0] <= BLOCK:  # one block of outputs: the deltas do not pay
-        steps = 1
+    steps = _list_steps(weight, steps)
     if torch.compiler.is_compiling():
         return _event_linear_op(x.contiguous(), weight, bias, steps)
     lists = _event_lists(x.contiguous(), steps)
@@ -554,6 +565,42 @@ def event_linear(
     if not torch.is_grad_enabled():  # evaluation: no autograd node to build
         return _forward_lists(lists, _packed(weight, bias), weight.shape[0])
     return _EventLinear.apply(x, weight, bias, lists, _packed(weight, bias))
+
+
+def event_linear_lif(
+    x: Tensor, weight: Tensor, bias: Tensor | None, steps: int, p: LIFParams
+) -> Tensor | None:
+    """Evaluation (gradients off) of a Linear and the LIF layer after it in one C++
+    pass: x ``[T·B, I]`` (rows t·B + b) → spikes ``[T·B, O]``, the same bit for bit as
+    :func:`event_linear` followed by :func:`native_lif_sequence`, without ever storing
+    the synaptic input W·x + b (``event_forward_lif`` in ``native_linear.cpp``). None
+    where it does not apply — gradients on, under torch.compile, per-neuron leak
+    constants, or where :func:`event_linear` itself would not run — and the caller
+    runs the two layers."""
+    if (
+        torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
+        or not _event_applies(x, weight, bias)
+        or x.shape[0] % steps
+    ):
+        return None
+    f1, f0, *_ = _loop_constants(p, weight.shape[0], torch.float32)
+    if f1.numel() != 1:
+        return None
+    lists = _event_lists(x.contiguous(), _list_steps(weight, steps))
+    if lists is None:
+        return None
+    packed = _packed(weight, bias)
+    return _module().event_forward_lif(
+        *lists,
+        *packed,
+        weight.shape[0],
+        steps,
+        float(f1),
+        float(f0),
+        p.threshold,
+        p.spike_cmp == "gt",
+    )
 
 
 def rate_spikes(k: Tensor, steps: int, key: int) -> Tensor | None:

@@ -463,6 +463,10 @@ torch::Tensor event_forward_delta(torch::Tensor ptr, torch::Tensor idx, torch::T
 torch::Tensor event_wgrad_delta(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
                                 torch::Tensor bptr, torch::Tensor bidx, torch::Tensor g,
                                 int64_t ins);
+torch::Tensor event_forward_lif(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                                torch::Tensor bptr, torch::Tensor bidx, torch::Tensor packed,
+                                torch::Tensor pbias, int64_t outs, int64_t steps, double f1,
+                                double f0, double threshold, bool strict);
 // native_rate.cpp
 torch::Tensor rate_encode(torch::Tensor k, int64_t steps, int64_t key);
 
@@ -477,5 +481,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("pack_weight", &pack_weight, "Linear weights in blocks of 32 outputs");
   m.def("event_forward", &event_forward, "x·Wᵀ + b over the nonzero inputs");
   m.def("event_wgrad", &event_wgrad, "gᵀ·x over the nonzero inputs");
+  m.def("event_forward_lif", &event_forward_lif, "the product and its LIF neurons (eval)");
   m.def("rate_encode", &rate_encode, "Bernoulli rate coding of uint8 intensities");
 }

@@ -25,7 +25,9 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <vector>
 #if defined(__AVX2__)
@@ -56,6 +58,60 @@ struct Init {
   int64_t stride, period;
 };
 
+// Row n of one output block, into acc: start (the row's initial sums) plus the
+// block's weight rows of n's listed columns, in list order, two running sums.
+template <bool BINARY>
+inline __attribute__((always_inline)) void row_sums(Rows x, const float* __restrict__ wblock,
+                                                    const float* start, int64_t n,
+                                                    v8 acc[kVectors]) {
+  v8 even[kVectors], odd[kVectors];
+#pragma GCC unroll 4
+  for (int j = 0; j < kVectors; ++j) {
+    even[j] = load(start + 8 * j);
+    odd[j] = v8{};
+  }
+  int64_t k = x.ptr[n];
+  const int64_t stop = x.ptr[n + 1];
+  for (; k + 1 < stop; k += 2) {
+    const float* w0 = wblock + int64_t(x.idx[k]) * kChunk;
+    const float* w1 = wblock + int64_t(x.idx[k + 1]) * kChunk;
+    if constexpr (BINARY) {
+#pragma GCC unroll 4
+      for (int j = 0; j < kVectors; ++j) {
+        even[j] += load(w0 + 8 * j);
+        odd[j] += load(w1 + 8 * j);
+      }
+    } else {
+      const float v0 = x.val[k], v1 = x.val[k + 1];
+#pragma GCC unroll 4
+      for (int j = 0; j < kVectors; ++j) {
+        even[j] += v0 * load(w0 + 8 * j);
+        odd[j] += v1 * load(w1 + 8 * j);
+      }
+    }
+  }
+  if (k < stop) {
+    const float* w = wblock + int64_t(x.idx[k]) * kChunk;
+    const float v = BINARY ? 1.0f : x.val[k];
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) even[j] += BINARY ? load(w + 8 * j) : v * load(w + 8 * j);
+  }
+#pragma GCC unroll 4
+  for (int j = 0; j < kVectors; ++j) acc[j] = even[j] + odd[j];
+}
+
+// The first `width` (≤ kChunk) values of acc to out.
+inline void store_block(float* out, const v8 acc[kVectors], int64_t width) {
+  if (width == kChunk) {
+#pragma GCC unroll 4
+    for (int j = 0; j < kVectors; ++j) store(out + 8 * j, acc[j]);
+  } else {
+    float tail[kChunk];
+    for (int j = 0; j < kVectors; ++j) store(tail + 8 * j, acc[j]);
+    std::memcpy(out, tail, sizeof(float) * width);
+  }
+}
+
 // Rows r0..r1 of one output block: y[n, o0 : o0 + width] (width ≤ kChunk; the packed
 // weights and bias are zero beyond O, so a partial block computes zeros there).
 template <bool BINARY>
@@ -63,50 +119,46 @@ NOINLINE void forward_block(Rows x, const float* __restrict__ wblock, Init init,
                             float* __restrict__ y, int64_t r0, int64_t r1,
                             int64_t out_stride, int64_t width) {
   for (int64_t n = r0; n < r1; ++n) {
-    v8 even[kVectors], odd[kVectors];
-    const float* start = init.at + (n % init.period) * init.stride;
-#pragma GCC unroll 4
-    for (int j = 0; j < kVectors; ++j) {
-      even[j] = load(start + 8 * j);
-      odd[j] = v8{};
-    }
-    int64_t k = x.ptr[n];
-    const int64_t stop = x.ptr[n + 1];
-    for (; k + 1 < stop; k += 2) {
-      const float* w0 = wblock + int64_t(x.idx[k]) * kChunk;
-      const float* w1 = wblock + int64_t(x.idx[k + 1]) * kChunk;
-      if constexpr (BINARY) {
-#pragma GCC unroll 4
-        for (int j = 0; j < kVectors; ++j) {
-          even[j] += load(w0 + 8 * j);
-          odd[j] += load(w1 + 8 * j);
-        }
-      } else {
-        const float v0 = x.val[k], v1 = x.val[k + 1];
-#pragma GCC unroll 4
-        for (int j = 0; j < kVectors; ++j) {
-          even[j] += v0 * load(w0 + 8 * j);
-          odd[j] += v1 * load(w1 + 8 * j);
-        }
-      }
-    }
-    if (k < stop) {
-      const float* w = wblock + int64_t(x.idx[k]) * kChunk;
-      const float v = BINARY ? 1.0f : x.val[k];
-#pragma GCC unroll 4
-      for (int j = 0; j < kVectors; ++j) even[j] += BINARY ? load(w + 8 * j) : v * load(w + 8 * j);
-    }
-    float* out = y + n * out_stride;
     v8 acc[kVectors];
+    row_sums<BINARY>(x, wblock, init.at + (n % init.period) * init.stride, n, acc);
+    store_block(y + n * out_stride, acc, width);
+  }
+}
+
+// The LIF neurons after the product (evaluation), for samples b0..b1 of one output
+// block: rows in list order (step by step, the samples in turn), each sample's
+// potentials u kept in `state` ([b1 − b0, kChunk], in L1) — y is never stored. The
+// same arithmetic as native_lif.cpp's forward, element by element: u[0] = y[0],
+// u[t] = f(o[t-1])·u[t-1] + y[t] (product and sum rounded separately),
+// o[t] = 1[u[t] ≥ cut]; f(1) = f1, f(0) = f0 for every neuron.
+template <bool BINARY>
+NOINLINE void lif_block(Rows x, const float* __restrict__ wblock, Init init,
+                        float* __restrict__ o, int64_t b0, int64_t b1, int64_t batch,
+                        int64_t steps, int64_t out_stride, int64_t width, float f1, float f0,
+                        float cut, float* __restrict__ state) {
+  typedef int32_t v8i __attribute__((vector_size(32)));
+  const v8 cuts = v8{} + cut, fired = v8{} + f1, quiet = v8{} + f0, one = v8{} + 1.0f;
+  for (int64_t t = 0; t < steps; ++t) {
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t n = t * batch + b;
+      float* u = state + (b - b0) * kChunk;
+      v8 y[kVectors], spikes[kVectors];
+      row_sums<BINARY>(x, wblock, init.at + (n % init.period) * init.stride, n, y);
 #pragma GCC unroll 4
-    for (int j = 0; j < kVectors; ++j) acc[j] = even[j] + odd[j];
-    if (width == kChunk) {
-#pragma GCC unroll 4
-      for (int j = 0; j < kVectors; ++j) store(out + 8 * j, acc[j]);
-    } else {
-      float tail[kChunk];
-      for (int j = 0; j < kVectors; ++j) store(tail + 8 * j, acc[j]);
-      std::memcpy(out, tail, sizeof(float) * width);
+      for (int j = 0; j < kVectors; ++j) {
+        v8 v = y[j];
+        if (t > 0) {
+          const v8 last = load(u + 8 * j);
+          const v8i was = last >= cuts;
+          const v8 leak = was ? fired : quiet;
+          const v8 product = leak * last;
+          v = product + y[j];
+        }
+        store(u + 8 * j, v);
+        const v8i now = v >= cuts;
+        spikes[j] = now ? one : v8{};
+      }
+      store_block(o + n * out_stride, spikes, width);
     }
   }
 }
@@ -565,6 +617,51 @@ torch::Tensor event_forward_delta(torch::Tensor ptr, torch::Tensor idx, torch::T
   const auto base = forward_rows(view(bptr, bidx, none), samples, packed, bias, padded);
   const Init from_base{base.data_ptr<float>(), padded, samples};
   return forward_rows(view(ptr, idx, val), ptr.size(0) - 1, packed, from_base, outs);
+}
+
+// The product and the LIF neurons after it, for evaluation: spikes o [N, outs] of
+// x's lists (either form) with rows t·B + b (steps = T), never storing y. Spikes
+// bit-identical to event_forward(_delta) followed by native_lif.cpp's forward with
+// one leak value each, f1 = f(1) and f0 = f(0), and threshold (strict: "gt").
+torch::Tensor event_forward_lif(torch::Tensor ptr, torch::Tensor idx, torch::Tensor val,
+                                torch::Tensor bptr, torch::Tensor bidx, torch::Tensor packed,
+                                torch::Tensor pbias, int64_t outs, int64_t steps, double f1,
+                                double f0, double threshold, bool strict) {
+  check_packed(packed, pbias, outs);
+  const int64_t rows = ptr.size(0) - 1, padded = packed.size(0) * kChunk;
+  TORCH_CHECK(steps >= 1 && rows % steps == 0,
+              "event_forward_lif: rows are not a whole number of steps");
+  const int64_t batch = rows / steps, blocks = packed.size(0), ins = packed.size(1);
+  Init init{pbias.data_ptr<float>(), 0, 1};
+  torch::Tensor base;
+  if (bptr.numel()) {
+    const int64_t samples = bptr.size(0) - 1;
+    TORCH_CHECK(samples == batch, "event_forward_lif: bases are not one per sample");
+    base = forward_rows(view(bptr, bidx, val.new_empty({0})), samples, packed, init, padded);
+    init = Init{base.data_ptr<float>(), padded, samples};
+  }
+  const float th = static_cast<float>(threshold);
+  const float cut = strict ? std::nextafter(th, std::numeric_limits<float>::infinity()) : th;
+  auto o = torch::empty({rows, outs}, packed.options());
+  const Rows x = view(ptr, idx, val);
+  const float* wp = packed.data_ptr<float>();
+  float* op = o.data_ptr<float>();
+  at::parallel_for(0, batch, 8, [&](int64_t b0, int64_t b1) {
+    std::vector<float> state((b1 - b0) * kChunk);
+    for (int64_t k = 0; k < blocks; ++k) {
+      const int64_t width = std::min(kChunk, outs - k * kChunk);
+      const Init at{init.at + k * kChunk, init.stride, init.period};
+      const float* wb = wp + k * ins * kChunk;
+      if (x.val == nullptr) {
+        lif_block<true>(x, wb, at, op + k * kChunk, b0, b1, batch, steps, outs, width,
+                        float(f1), float(f0), cut, state.data());
+      } else {
+        lif_block<false>(x, wb, at, op + k * kChunk, b0, b1, batch, steps, outs, width,
+                         float(f1), float(f0), cut, state.data());
+      }
+    }
+  });
+  return o;
 }
 
 // (ptr, idx, val) of x [N, ins], g [N, O] → dW [O, ins]. Measured against a

@@ -1,0 +1,125 @@
+"""Evaluation of a Linear stage as one C++ pass (``layers.fused_linear_lif``: the
+event product and the LIF recurrence together, the synaptic input never stored):
+the same spikes, bit for bit, as the two layers run one after the other."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from snnrun.models import cnn, mlp
+from snnrun.snn import native
+from snnrun.snn.layers import LIF, FoldTime, Linear, fused_linear_lif
+from snnrun.snn.lif import LIFParams
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="needs the C++ kernel")
+
+
+def spikes(
+    steps: int, batch: int, ins: int, seed: int, persistent: bool
+) -> torch.Tensor:
+    """0/1 input ``[T, B, I]``: persistent (each input mostly on or off for the whole
+    sample, as rate-coded pixels: temporal deltas) or independent (the nonzeros)."""
+    generator = torch.Generator().manual_seed(seed)
+    p = torch.rand(batch, ins, generator=generator)
+    p = torch.where(p < 0.8, p * 0.05, 0.9 + 0.1 * p) if persistent else p * 0.2
+    return (torch.rand(steps, batch, ins, generator=generator) < p).float()
+
+
+CASES = [  # T, B, I, O, persistent
+    (10, 100, 784, 800, True),
+    (30, 7, 64, 45, True),
+    (1, 5, 20, 33, True),
+    (4, 1, 50, 10, True),
+    (8, 9, 40, 96, False),
+    (5, 13, 30, 1, False),
+]
+NEURONS = [
+    LIFParams(0.2, 0.5, "exp", "ge", backend="native"),
+    LIFParams(0.3, 1.0, "linear", "gt", backend="auto"),
+    LIFParams(0.0, 0.25, "linear", "ge", backend="native"),
+]
+
+
+@pytest.mark.parametrize(("steps", "batch", "ins", "outs", "persistent"), CASES)
+@pytest.mark.parametrize("params", NEURONS)
+def test_one_pass_gives_the_spikes_of_the_two_layers(
+    steps: int, batch: int, ins: int, outs: int, persistent: bool, params: LIFParams
+) -> None:
+    """Deltas and nonzero lists, partial output blocks, T = 1, B = 1, both reset
+    forms and comparisons, a threshold hit exactly (weights and inputs dyadic), 1
+    and 2 threads: identical spikes."""
+    x = spikes(steps, batch, ins, seed=outs, persistent=persistent)
+    torch.manual_seed(outs)
+    linear = Linear(ins, outs)
+    with torch.no_grad():  # multiples of 1/64: sums land on the threshold exactly
+        linear.weight.copy_((linear.weight * 64).round() / 64)
+        linear.bias.copy_((linear.bias * 64).round() / 64)
+    pre, lif = FoldTime(linear), LIF(params)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                fused = fused_linear_lif(pre, lif, x)
+                want = lif(pre(x))
+            assert fused is not None
+            assert torch.equal(fused, want)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_it_stands_aside_where_it_does_not_apply() -> None:
+    """Gradients on, event products off, another backend chosen, a stage that is not
+    a Linear: None (the two layers run)."""
+    x = spikes(4, 3, 16, seed=0, persistent=True)
+    linear = Linear(16, 40)
+    native_lif = LIF(LIFParams(backend="native"))
+    with torch.enable_grad():
+        assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
+    with torch.no_grad():
+        assert (
+            fused_linear_lif(FoldTime(linear), LIF(LIFParams(backend="fused")), x)
+            is None
+        )
+        conv = nn.Conv2d(1, 2, 3)
+        assert (
+            fused_linear_lif(FoldTime(conv), native_lif, x.view(4, 3, 1, 4, 4)) is None
+        )
+        linear.event_driven = False
+        assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
+
+
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_a_whole_network_evaluates_to_the_same_spikes_and_rates(
+    net: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An MLP (flatten + Linear stages) and a CNN (its pooled, flattened Linear
+    stages) under no_grad — every Linear stage in one pass — against the same network
+    with gradients on (two layers each): identical output spikes and layer rates."""
+    passes: list[bool] = []
+    real = native.event_linear_lif
+
+    def spy(*args):
+        out = real(*args)
+        passes.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native, "event_linear_lif", spy)
+    torch.manual_seed(0)
+    p = LIFParams(0.2, 0.5, "linear", backend="native")
+    if net == "mlp":
+        model = mlp.build(mlp.MLPConfig(hidden=[64, 48]), (1, 8, 8), 10, p)
+    else:
+        spec = "4C3-P2-32"
+        model = cnn.build(cnn.CNNConfig(spec=spec), (1, 8, 8), 10, p)
+    x = spikes(6, 5, 64, seed=1, persistent=True).view(6, 5, 1, 8, 8)
+    with torch.no_grad():
+        fast = model(x)
+    linears = sum(isinstance(m, nn.Linear) for m in model.modules())
+    assert len(passes) == linears and passes[-1]  # every Linear stage tried it; the
+    assert all(passes) or net == "cnn"  # CNN's pooled input may be too dense (None)
+    slow = model(x)
+    assert torch.equal(fast.spikes, slow.spikes.detach())
+    assert torch.equal(fast.layer_rates, slow.layer_rates)
