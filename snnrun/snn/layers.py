@@ -132,9 +132,14 @@ def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
     with gradients off (evaluation), when ``pre`` is a :class:`Linear` (alone, or last
     in an ``nn.Sequential`` after flatten/pool layers) with event products on, outside
     autocast,
-    and ``lif`` runs the native backend on x's device. x_seq: ``[T, B, ...]`` → spikes
-    ``[T, B, O]``, bit-identical to the two layers; None elsewhere."""
-    if torch.is_grad_enabled() or torch.is_autocast_enabled(x_seq.device.type):
+    and ``lif`` runs the native backend on x's device, and no forward hook watches
+    them. x_seq: ``[T, B, ...]`` → spikes ``[T, B, O]``, bit-identical to the two
+    layers; None elsewhere."""
+    if (
+        torch.is_grad_enabled()
+        or torch.is_autocast_enabled(x_seq.device.type)
+        or _hooked(pre, lif)
+    ):
         return None
     head, linear = _split_linear(pre.module)
     if linear is None or not linear.event_driven:
@@ -147,6 +152,21 @@ def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
         x = module(x)
     spikes = native.event_linear_lif(x, linear.weight, linear.bias, steps, lif.params)
     return None if spikes is None else mark_binary(spikes.view(steps, batch, -1))
+
+
+def _hooked(*modules: nn.Module) -> bool:
+    """Whether a forward hook would see these modules run (theirs, their children's,
+    or a global one: e.g. ``models.synops.SynOpsMeter`` counting a layer's input):
+    then the layers must run one by one."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(
+        m._forward_hooks or m._forward_pre_hooks
+        for top in modules
+        for m in top.modules()
+    )
 
 
 def _split_linear(module: nn.Module) -> tuple[list[nn.Module], Linear | None]:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from snnrun.models import cnn, mlp
+from snnrun.models.synops import SynOpsMeter
 from snnrun.snn import native
 from snnrun.snn.layers import LIF, FoldTime, Linear, fused_linear_lif
 from snnrun.snn.lif import LIFParams
@@ -72,7 +73,7 @@ def test_one_pass_gives_the_spikes_of_the_two_layers(
 
 def test_it_stands_aside_where_it_does_not_apply() -> None:
     """Gradients on, event products off, another backend chosen, a stage that is not
-    a Linear: None (the two layers run)."""
+    a Linear, a forward hook on the layer: None (the two layers run)."""
     x = spikes(4, 3, 16, seed=0, persistent=True)
     linear = Linear(16, 40)
     native_lif = LIF(LIFParams(backend="native"))
@@ -87,8 +88,28 @@ def test_it_stands_aside_where_it_does_not_apply() -> None:
         assert (
             fused_linear_lif(FoldTime(conv), native_lif, x.view(4, 3, 1, 4, 4)) is None
         )
+        handle = linear.register_forward_pre_hook(lambda module, args: None)
+        assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
+        handle.remove()
+        assert fused_linear_lif(FoldTime(linear), native_lif, x) is not None
         linear.event_driven = False
         assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
+
+
+def test_synaptic_operations_are_counted_in_evaluation() -> None:
+    """``SynOpsMeter`` counts each layer's input through a forward pre-hook: under
+    no_grad (where stages would run in one pass) it counts what it counts with
+    gradients on."""
+    torch.manual_seed(0)
+    p = LIFParams(0.2, 0.5, "linear", backend="native")
+    model = mlp.build(mlp.MLPConfig(hidden=[64]), (1, 8, 8), 10, p)
+    x = spikes(6, 5, 64, seed=1, persistent=True).view(6, 5, 1, 8, 8)
+    counts = []
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad), SynOpsMeter(model) as meter:
+            model(x)
+        counts.append(meter.synops.clone())
+    assert counts[0].sum() > 0 and torch.equal(counts[0], counts[1])
 
 
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
