@@ -196,9 +196,9 @@ NOINLINE void wgrad_block(Rows x, int64_t rows, const float* __restrict__ g,
 // Building the lists takes two passes over x. Pass 1 (scan_row) counts each row's
 // nonzeros, notes any value other than 0 and 1, and, for the temporal deltas, adds the
 // row into its sample's tallies. With those counts the lists' sizes are known before
-// a single entry is written: the deltas are chosen or declined, or all lists
-// declined (over the cap), without building anything twice. Pass 2 (list_row)
-// writes the chosen list.
+// an entry is written (for the deltas: a group of samples' at a time, decided while
+// its rows are in the cache): the deltas are kept or declined, or all lists declined
+// past the cap, without building anything twice. Pass 2 (list_row) writes the list.
 template <bool TALLY>
 NOINLINE int64_t scan_row(const float* __restrict__ r, int64_t n, float* __restrict__ tally,
                           bool* odd) {
