@@ -128,13 +128,13 @@ class LIF(nn.Module):
 
 
 def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
-    """``lif(pre(x_seq))`` in one C++ pass where it can be (:func:`native.event_linear_lif`):
-    with gradients off (evaluation), when ``pre`` is a :class:`Linear` (alone, or last
-    in an ``nn.Sequential`` after flatten/pool layers) with event products on, outside
-    autocast,
-    and ``lif`` runs the native backend on x's device, and no forward hook watches
+    """``lif(pre(x_seq))`` in one C++ pass (:func:`native.event_linear_lif`) where it
+    can be: gradients off (evaluation), ``pre`` a :class:`Linear` (alone, or last in
+    an ``nn.Sequential`` after flatten/pool layers) with event products on, no
+    autocast, ``lif`` on the native backend for x's device, no forward hook watching
     them. x_seq: ``[T, B, ...]`` → spikes ``[T, B, O]``, bit-identical to the two
-    layers; None elsewhere."""
+    layers (which run, from the flattened/pooled input, where the input is too dense
+    for the event product); None where it does not apply."""
     if (
         torch.is_grad_enabled()
         or torch.is_autocast_enabled(x_seq.device.type)
@@ -151,7 +151,9 @@ def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
     for module in head:
         x = module(x)
     spikes = native.event_linear_lif(x, linear.weight, linear.bias, steps, lif.params)
-    return None if spikes is None else mark_binary(spikes.view(steps, batch, -1))
+    if spikes is None:  # the two layers, without running the head again
+        return lif(linear(x, steps).unflatten(0, (steps, batch)))
+    return mark_binary(spikes.view(steps, batch, -1))
 
 
 def _hooked(*modules: nn.Module) -> bool:
