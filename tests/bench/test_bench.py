@@ -91,7 +91,13 @@ def test_bench_writes_its_tables(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     data = json.loads((tmp_path / "bench.json").read_text())
     row = data["summary"]["mlp10"]["snnrun-fused"]
-    assert row["train_samples_per_s"] > 0 and 0 < row["roofline_share"] < 1
+    assert row["train_samples_per_s"] > 0 and row["roofline_samples_per_s"] > 0
+    # The roofline is the dense fp32 bound: the event product may beat it (share > 1),
+    # so the share is checked for what it is, the measured rate over the bound.
+    assert row["roofline_share"] == pytest.approx(
+        row["train_samples_per_s"] / row["roofline_samples_per_s"]
+    )
+    assert 0 < row["roofline_share"] < 20
     assert (
         row["activation_mb"]
         < data["summary"]["mlp10"]["snnrun-reference"]["activation_mb"]
