@@ -280,6 +280,11 @@ PerNeuron<T> per_neuron_leak(const std::vector<torch::Tensor>& c) {
 
 }  // namespace
 
+// The float32 cut for the kernels in native_linear.cpp (one definition of g(u)).
+float firing_cut_f32(double threshold, bool strict) {
+  return firing_cut<float>(threshold, strict);
+}
+
 // x: [T, N] contiguous; f_fired, f_quiet: [1] or [N] → (u, o): [T, N] each; u is
 // empty ([0]) when keep_u is false
 std::vector<torch::Tensor> forward(torch::Tensor x, torch::Tensor f_fired,

@@ -25,9 +25,7 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <vector>
 #if defined(__AVX2__)
@@ -619,6 +617,8 @@ torch::Tensor event_forward_delta(torch::Tensor ptr, torch::Tensor idx, torch::T
   return forward_rows(view(ptr, idx, val), ptr.size(0) - 1, packed, from_base, outs);
 }
 
+float firing_cut_f32(double threshold, bool strict);  // native_lif.cpp: g(u)'s cut
+
 // The product and the LIF neurons after it, for evaluation: spikes o [N, outs] of
 // x's lists (either form) with rows t·B + b (steps = T), never storing y. Spikes
 // bit-identical to event_forward(_delta) followed by native_lif.cpp's forward with
@@ -640,8 +640,7 @@ torch::Tensor event_forward_lif(torch::Tensor ptr, torch::Tensor idx, torch::Ten
     base = forward_rows(view(bptr, bidx, val.new_empty({0})), samples, packed, init, padded);
     init = Init{base.data_ptr<float>(), padded, samples};
   }
-  const float th = static_cast<float>(threshold);
-  const float cut = strict ? std::nextafter(th, std::numeric_limits<float>::infinity()) : th;
+  const float cut = firing_cut_f32(threshold, strict);
   auto o = torch::empty({rows, outs}, packed.options());
   const Rows x = view(ptr, idx, val);
   const float* wp = packed.data_ptr<float>();
