@@ -61,6 +61,21 @@ def attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def notes(cls: type) -> list[str]:
+    """The paragraphs after the class's ``Attributes:`` section (what its "see below"
+    points to), one line each, with Markdown's single backticks."""
+    lines = (inspect.getdoc(cls) or "").splitlines()
+    if "Attributes:" not in [line.strip() for line in lines]:
+        return []
+    start = [line.strip() for line in lines].index("Attributes:") + 1
+    while start < len(lines) and (not lines[start] or lines[start].startswith(" ")):
+        start += 1
+    paragraphs = " ".join(
+        line.strip() if line.strip() else "\n" for line in lines[start:]
+    ).split("\n")
+    return [" ".join(p.split()).replace("``", "`") for p in paragraphs if p.strip()]
+
+
 def _default(field: dataclasses.Field) -> str:
     if field.default_factory is not dataclasses.MISSING:
         value: Any = field.default_factory()
@@ -97,7 +112,10 @@ def _cell(text: str) -> str:
 def _table(title: str, cls: type, prefix: str) -> list[str]:
     lines = [f"## {title}", "", "| key | default | description |", "|---|---|---|"]
     lines += [f"| `{k}` | `{d}` | {_cell(text)} |" for k, d, text in rows(cls, prefix)]
-    return [*lines, ""]
+    lines.append("")
+    for paragraph in notes(cls):
+        lines += [paragraph, ""]
+    return lines
 
 
 def sections() -> list[tuple[str, type, str]]:

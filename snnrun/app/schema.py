@@ -247,8 +247,9 @@ class TrainerConfig:
     rounding may flip a spike where |u − V_th| ≈ 1e-5. The C++ kernels (LIF loop,
     event products, pooling) are registered operators that the compiled graph
     calls. Compiling happens in epoch 1 (tens of seconds on a CPU, once per batch
-    shape); on the CPU it measured slower than the eager default (which already runs
-    the C++ kernels), so it is for CUDA and for experiments; measured in
+    shape); on the CPU, training measured slower than the eager default on the MLP
+    (which already runs the C++ kernels) and evaluation runs the eager one-pass path
+    (the same spikes, no graph), so it is for CUDA and for experiments; measured in
     ``docs/performance.md``. See ``snnrun/train/speed.py``.
 
     ``precision=bf16``: opt-in mixed precision for GPUs with bfloat16 tensor cores

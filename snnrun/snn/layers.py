@@ -138,14 +138,11 @@ def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
     if (
         torch.is_grad_enabled()
         or torch.is_autocast_enabled(x_seq.device.type)
+        or not takes_one_pass(pre, lif, x_seq.device)
         or _hooked(pre, lif)
     ):
         return None
     head, linear = _split_linear(pre.module)
-    if linear is None or not linear.event_driven:
-        return None
-    if resolve(lif.params.backend, x_seq.device) != Backend.NATIVE.value:
-        return None
     steps, batch = x_seq.shape[0], x_seq.shape[1]
     x = x_seq.flatten(0, 1)
     for module in head:
@@ -154,6 +151,16 @@ def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
     if spikes is None:  # the two layers, without running the head again
         return lif(linear(x, steps).unflatten(0, (steps, batch)))
     return mark_binary(spikes.view(steps, batch, -1))
+
+
+def takes_one_pass(pre: FoldTime, lif: LIF, device: torch.device) -> bool:
+    """Whether :func:`fused_linear_lif` runs this stage in one pass on ``device`` when
+    gradients are off (unless a hook watches it): ``pre`` a :class:`Linear` with event
+    products on (alone or after flatten/pool) and ``lif`` on the native backend."""
+    _, linear = _split_linear(pre.module)
+    if linear is None or not linear.event_driven:
+        return False
+    return resolve(lif.params.backend, device) == Backend.NATIVE.value
 
 
 def _hooked(*modules: nn.Module) -> bool:

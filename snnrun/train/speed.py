@@ -19,6 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from snnrun.snn import native
+
 log = logging.getLogger(__name__)
 
 # Devices whose fused Adam kernel torch < 2.4 lacks the helper to list (CUDA only then).
@@ -135,6 +137,8 @@ def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
     1 (and shows in its ``time/epoch_s`` and ``perf/samples_per_s``).
     """
     check_compile_backend(device)
+    if device.type == "cpu":  # build (or find) the C++ kernels now, outside any graph:
+        native.available()  # traced, the build's file reads would break the graph
     torch._dynamo.reset()
     options = {"layout_optimization": False} if device.type == "cpu" else None
     model.compile(dynamic=False, options=options)

@@ -81,3 +81,21 @@ def test_attribute_docs_reads_multi_line_entries_and_stops_at_the_section_end() 
         "beta": "one line.",
     }
     assert [k for k, _d, text in config_docs.rows(Example) if not text] == ["gamma"]
+
+
+def test_every_see_below_has_its_note_on_the_page() -> None:
+    """A key whose description says "see below" has a paragraph on the page that
+    starts with its name (the notes after the dataclass's ``Attributes:``)."""
+    page = (DOCS / "config.md").read_text()
+    pointed = 0
+    for _title, cls, prefix in config_docs.sections():
+        notes = config_docs.notes(cls)
+        for key, _default, text in config_docs.rows(cls, prefix):
+            if "see below" not in text:
+                continue
+            pointed += 1
+            name = key.removeprefix(prefix)
+            found = [n for n in notes if n.startswith(f"`{name}")]
+            assert found, f"{key} says 'see below' but no note follows its table"
+            assert found[0] in page
+    assert pointed >= 4  # trainer.compile, precision, event_products, test_every, ...

@@ -181,7 +181,7 @@ def test_batch_sizes_and_eval_mode_compile_once_each() -> None:
 
     run_epoch()
     first = counters["stats"]["unique_graphs"]
-    assert first == 4  # (8, 5) × (grad, no grad)
+    assert first == 2  # batches 8 and 5 with grad; evaluation runs eagerly (one pass)
     for _ in range(2):
         run_epoch()
     assert counters["stats"]["unique_graphs"] == first
@@ -215,3 +215,39 @@ def test_event_products_reach_every_linear_layer(compose_cfg, events) -> None:
     parts = build_parts(compose_cfg(*tiny(f"trainer.event_products={events}")))
     layers = [m for m in parts.model.modules() if isinstance(m, Linear)]
     assert layers and all(layer.event_driven is events for layer in layers)
+
+
+def test_compiled_evaluation_on_the_cpu_runs_the_one_pass_eagerly(monkeypatch) -> None:
+    """Gradients off, a compiled network evaluates as the eager one does — through
+    the one-pass C++ evaluation, which a graph cannot hold — with the same spikes bit
+    for bit and no graph compiled for it (no inductor run: this test is fast)."""
+    from torch._dynamo.utils import counters
+
+    from snnrun.snn import native
+
+    torch.manual_seed(0)
+    net = mlp.build(mlp.MLPConfig(hidden=[48]), (1, 8, 8), 10, LIF)
+    eager = copy.deepcopy(net).eval()
+    speed.compile_model(net, torch.device("cpu"))
+    counters.clear()
+    calls = []
+    real = native.event_linear_lif
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native, "event_linear_lif", spy)
+    net.eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for batch in (9, 9, 4):
+            x = (torch.rand(5, batch, 1, 8, 8, generator=gen) < 0.15).float()
+            got, want = net(x), eager(x)
+            assert torch.equal(got.spikes, want.spikes)
+            assert torch.equal(got.layer_rates, want.layer_rates)
+            assert want.layer_rates[0] > 0  # the hidden layer fires: spikes to compare
+    assert calls and all(calls)  # every stage of every batch took the one pass
+    assert net._compiled_call_impl is not None  # still the compiled module
+    assert counters["stats"]["unique_graphs"] == 0
