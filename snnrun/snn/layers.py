@@ -8,6 +8,8 @@ per-step order, and is faster (design.md §7).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -139,17 +141,21 @@ def fused_linear_lif(pre: FoldTime, lif: LIF, x_seq: Tensor) -> Tensor | None:
         torch.is_grad_enabled()
         or torch.is_autocast_enabled(x_seq.device.type)
         or not takes_one_pass(pre, lif, x_seq.device)
-        or _hooked(pre, lif)
     ):
         return None
     head, linear = _split_linear(pre.module)
+    observers = _observers(pre, lif, linear)
+    if observers is None:
+        return None
     steps, batch = x_seq.shape[0], x_seq.shape[1]
     x = x_seq.flatten(0, 1)
-    for module in head:
+    for module in head:  # called as modules: their own hooks run
         x = module(x)
     spikes = native.event_linear_lif(x, linear.weight, linear.bias, steps, lif.params)
     if spikes is None:  # the two layers, without running the head again
         return lif(linear(x, steps).unflatten(0, (steps, batch)))
+    for hook in observers:  # what linear(x, steps) would have shown them
+        hook(linear, (x, steps))
     return mark_binary(spikes.view(steps, batch, -1))
 
 
@@ -163,19 +169,46 @@ def takes_one_pass(pre: FoldTime, lif: LIF, device: torch.device) -> bool:
     return resolve(lif.params.backend, device) == Backend.NATIVE.value
 
 
-def _hooked(*modules: nn.Module) -> bool:
-    """Whether a forward hook would see these modules run (theirs, their children's,
-    or a global one: e.g. ``models.synops.SynOpsMeter`` counting a layer's input):
-    then the layers must run one by one."""
+OBSERVER = "_snnrun_observes_input"
+"""Attribute that marks a forward pre-hook as an observer (:func:`observer`)."""
+
+
+def observer(
+    hook: Callable[[nn.Module, tuple], None],
+) -> Callable[[nn.Module, tuple], None]:
+    """Mark ``hook``, a forward pre-hook for a :class:`Linear` that only reads the
+    layer's input and returns None (``models.synops.SynOpsMeter``'s counter), so
+    that the one-pass evaluation keeps running: it calls the hook itself with the
+    input the layer would have received, ``(x [T·B, I], T)``."""
+    setattr(hook, OBSERVER, True)
+    return hook
+
+
+def _observers(pre: FoldTime, lif: LIF, linear: Linear) -> list[Callable] | None:
+    """The Linear's observer pre-hooks (:func:`observer`), to be called by the one
+    pass; None where another hook would miss a layer that the one pass does not
+    run (a global hook, a hook on ``pre``, on the LIF, a forward hook on the Linear,
+    an unmarked pre-hook): then the layers run one by one. The head's own modules
+    (flatten, pool) are called either way, with their hooks."""
     from torch.nn.modules import module as torch_module
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-        return True
-    return any(
-        m._forward_hooks or m._forward_pre_hooks
-        for top in modules
-        for m in top.modules()
-    )
+        return None
+    skipped = [pre, *lif.modules()]
+    if pre.module is not linear:
+        skipped.append(pre.module)  # a Sequential: never called as a module
+    if linear._forward_hooks or any(
+        m._forward_hooks or m._forward_pre_hooks for m in skipped
+    ):
+        return None
+    hooks = linear._forward_pre_hooks
+    if any(
+        not getattr(hook, OBSERVER, False)
+        or key in linear._forward_pre_hooks_with_kwargs
+        for key, hook in hooks.items()
+    ):
+        return None
+    return list(hooks.values())
 
 
 def _split_linear(module: nn.Module) -> tuple[list[nn.Module], Linear | None]:

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from snnrun.models import cnn, mlp
-from snnrun.models.synops import AC_PJ, MAC_PJ, SynOpsMeter, fan_out, synops_metrics
+from snnrun.models.synops import (
+    AC_PJ,
+    MAC_PJ,
+    SynOpsMeter,
+    fan_out,
+    nonzeros,
+    synops_metrics,
+)
 from snnrun.snn import LIFParams, lif_sequence, lif_sequence_record
 
 
@@ -62,3 +69,21 @@ def test_record_path_gives_the_same_spikes_and_the_potentials(reset_form: str) -
     assert torch.equal(spikes, lif_sequence(x, p))
     assert torch.equal(u[0], x[0])
     assert torch.equal(spikes, (u >= 0.5).float())  # o[t] = 1[u[t] >= V_th]
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.int64]
+)
+def test_nonzeros_counts_what_differs_from_zero(dtype: torch.dtype) -> None:
+    """−0.0 is zero, NaN, ±inf and subnormals are not; any dtype, any strides."""
+    values = [0.0, -0.0, 1.0, -2.5, 0.0, 3.0]
+    if dtype.is_floating_point:
+        tiny = torch.finfo(dtype).smallest_normal / 4  # a subnormal
+        values += [float("nan"), float("-inf"), tiny, -0.0]
+    x = torch.tensor(values, dtype=torch.float64).to(dtype)
+    want = int((x != 0).sum())
+    assert int(nonzeros(x)) == want == len(values) - values.count(0.0)
+    grid = torch.stack([x, torch.zeros_like(x), x])  # a strided column view too
+    assert int(nonzeros(grid)) == 2 * want
+    assert int(nonzeros(grid.t())) == 2 * want
+    assert int(nonzeros(grid[:, ::2])) == int((grid[:, ::2] != 0).sum())

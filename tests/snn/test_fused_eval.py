@@ -11,7 +11,7 @@ from torch import nn
 from snnrun.models import cnn, mlp
 from snnrun.models.synops import SynOpsMeter
 from snnrun.snn import native
-from snnrun.snn.layers import LIF, FoldTime, Linear, fused_linear_lif
+from snnrun.snn.layers import LIF, FoldTime, Linear, fused_linear_lif, observer
 from snnrun.snn.lif import LIFParams
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="needs the C++ kernel")
@@ -91,12 +91,40 @@ def test_it_stands_aside_where_it_does_not_apply() -> None:
         handle = linear.register_forward_pre_hook(lambda module, args: None)
         assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
         handle.remove()
+        handle = linear.register_forward_hook(observer(lambda m, args, out: None))
+        assert fused_linear_lif(FoldTime(linear), native_lif, x) is None  # wants y
+        handle.remove()
+        handle = native_lif.register_forward_pre_hook(observer(lambda m, args: None))
+        assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
+        handle.remove()
         assert fused_linear_lif(FoldTime(linear), native_lif, x) is not None
         linear.event_driven = False
         assert fused_linear_lif(FoldTime(linear), native_lif, x) is None
 
 
-def test_synaptic_operations_are_counted_in_evaluation() -> None:
+def test_an_observer_hook_sees_the_input_and_the_pass_stays_one() -> None:
+    """A pre-hook marked ``observer`` on the Linear is called with what the layer
+    would have received, ``(x [T·B, I], T)``, after the flatten/pool head (whose own
+    hooks run as usual), and the stage still runs in one pass."""
+    x = spikes(5, 4, 64, seed=2, persistent=True).view(5, 4, 1, 8, 8)
+    linear = Linear(16, 30)
+    head = [nn.AvgPool2d(2), nn.Flatten()]
+    pre = FoldTime(nn.Sequential(*head, linear))
+    lif = LIF(LIFParams(backend="native"))
+    seen, flattened = [], []
+    linear.register_forward_pre_hook(observer(lambda m, args: seen.append(args)))
+    head[1].register_forward_hook(lambda m, args, out: flattened.append(out))
+    with torch.no_grad():
+        got = fused_linear_lif(pre, lif, x)
+        assert got is not None
+        assert torch.equal(got, lif(pre(x)))
+    assert len(seen) == 2 and len(flattened) == 2  # the one pass, then the layers
+    for args, out in zip(seen, flattened, strict=True):
+        assert args[1] == 5 and torch.equal(args[0], out)
+    assert torch.equal(seen[0][0], nn.Flatten()(nn.AvgPool2d(2)(x.flatten(0, 1))))
+
+
+def test_synaptic_operations_are_counted_in_evaluation(monkeypatch) -> None:
     """``SynOpsMeter`` counts each layer's input through a forward pre-hook: under
     no_grad (where stages would run in one pass) it counts what it counts with
     gradients on."""
@@ -104,12 +132,21 @@ def test_synaptic_operations_are_counted_in_evaluation() -> None:
     p = LIFParams(0.2, 0.5, "linear", backend="native")
     model = mlp.build(mlp.MLPConfig(hidden=[64]), (1, 8, 8), 10, p)
     x = spikes(6, 5, 64, seed=1, persistent=True).view(6, 5, 1, 8, 8)
-    counts = []
+    counts, taken = [], []
+    real = native.event_linear_lif
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native, "event_linear_lif", spy)
     for grad in (False, True):
         with torch.set_grad_enabled(grad), SynOpsMeter(model) as meter:
             model(x)
         counts.append(meter.synops.clone())
     assert counts[0].sum() > 0 and torch.equal(counts[0], counts[1])
+    assert taken == [True, True]  # both stages in one pass while counted (no_grad)
 
 
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
