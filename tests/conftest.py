@@ -100,3 +100,21 @@ def cli_checkpoint(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) 
     assert result.returncode == 0, result.stderr[-3000:]
     (best,) = out.glob("train/*/checkpoints/best.pt")
     return best
+
+
+@pytest.fixture
+def one_pass_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Every call of ``native.event_linear_lif`` (the one-pass evaluation of a Linear
+    stage) while the test runs: True where it ran, False where it declined."""
+    from snnrun.snn import native
+
+    calls: list[bool] = []
+    real = native.event_linear_lif
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(native, "event_linear_lif", spy)
+    return calls

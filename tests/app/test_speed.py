@@ -217,28 +217,20 @@ def test_event_products_reach_every_linear_layer(compose_cfg, events) -> None:
     assert layers and all(layer.event_driven is events for layer in layers)
 
 
-def test_compiled_evaluation_on_the_cpu_runs_the_one_pass_eagerly(monkeypatch) -> None:
+def test_compiled_evaluation_on_the_cpu_runs_the_one_pass_eagerly(
+    one_pass_calls,
+) -> None:
     """Gradients off, a compiled network evaluates as the eager one does — through
     the one-pass C++ evaluation, which a graph cannot hold — with the same spikes bit
     for bit and no graph compiled for it (no inductor run: this test is fast)."""
     from torch._dynamo.utils import counters
-
-    from snnrun.snn import native
 
     torch.manual_seed(0)
     net = mlp.build(mlp.MLPConfig(hidden=[48]), (1, 8, 8), 10, LIF)
     eager = copy.deepcopy(net).eval()
     speed.compile_model(net, torch.device("cpu"))
     counters.clear()
-    calls = []
-    real = native.event_linear_lif
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        calls.append(out is not None)
-        return out
-
-    monkeypatch.setattr(native, "event_linear_lif", spy)
+    calls = one_pass_calls
     net.eval()
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():

@@ -124,7 +124,7 @@ def test_an_observer_hook_sees_the_input_and_the_pass_stays_one() -> None:
     assert torch.equal(seen[0][0], nn.Flatten()(nn.AvgPool2d(2)(x.flatten(0, 1))))
 
 
-def test_synaptic_operations_are_counted_in_evaluation(monkeypatch) -> None:
+def test_synaptic_operations_are_counted_in_evaluation(one_pass_calls) -> None:
     """``SynOpsMeter`` counts each layer's input through a forward pre-hook: under
     no_grad (where stages would run in one pass) it counts what it counts with
     gradients on."""
@@ -132,15 +132,7 @@ def test_synaptic_operations_are_counted_in_evaluation(monkeypatch) -> None:
     p = LIFParams(0.2, 0.5, "linear", backend="native")
     model = mlp.build(mlp.MLPConfig(hidden=[64]), (1, 8, 8), 10, p)
     x = spikes(6, 5, 64, seed=1, persistent=True).view(6, 5, 1, 8, 8)
-    counts, taken = [], []
-    real = native.event_linear_lif
-
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        taken.append(out is not None)
-        return out
-
-    monkeypatch.setattr(native, "event_linear_lif", spy)
+    counts, taken = [], one_pass_calls
     for grad in (False, True):
         with torch.set_grad_enabled(grad), SynOpsMeter(model) as meter:
             model(x)
