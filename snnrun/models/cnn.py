@@ -21,7 +21,7 @@ from torch import nn
 
 from snnrun.models.net import SpikingNet, Stage, apply_init
 from snnrun.snn import LIFParams
-from snnrun.snn.layers import AvgPool2d, Linear
+from snnrun.snn.layers import AvgPool2d, Conv2d, Linear
 
 _CONV = re.compile(r"(\d+)C(\d+)")
 _POOL = re.compile(r"A?P(\d+)")
@@ -99,7 +99,7 @@ class _Builder:
         if out_channels < 1 or kernel < 1:
             self.fail(f"{token}: channels and kernel size must be >= 1")
         pad = kernel // 2
-        self._add(nn.Conv2d(self.channels, out_channels, kernel, stride=1, padding=pad))
+        self._add(Conv2d(self.channels, out_channels, kernel, stride=1, padding=pad))
         self.channels = out_channels
         self.height += 2 * pad - kernel + 1
         self.width += 2 * pad - kernel + 1
