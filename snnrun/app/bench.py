@@ -24,8 +24,13 @@ from pathlib import Path
 from snnrun.bench import flops, nets
 
 CONFIGS = {"mlp10": ("mlp", 10), "mlp30": ("mlp", 30), "cnn10": ("cnn", 10)}
-ALL_IMPLS = (*nets.SNNRUN_IMPLS, *nets.PEER_IMPLS, *nets.TUNED_PEERS)
-PEERS = (*nets.PEER_IMPLS, *nets.TUNED_PEERS)  # the ratio columns
+ALL_IMPLS = (
+    *nets.SNNRUN_IMPLS,
+    *nets.PEER_IMPLS,
+    *nets.TUNED_PEERS,
+    *nets.BASELINE_IMPLS,
+)
+PEERS = (*nets.PEER_IMPLS, *nets.TUNED_PEERS, "torch-compiled")  # the ratio columns
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -52,7 +57,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def available(impl: str) -> bool:
-    if impl.startswith("snnrun"):
+    if impl.startswith("snnrun") or impl in nets.BASELINE_IMPLS:
         return True
     module = {
         "spikingjelly": "spikingjelly",
@@ -175,6 +180,8 @@ def summarise(raw: list[dict], configs: list[str], impls: list[str]) -> dict:
                 med["peak_device_mb"] = statistics.median(
                     r["peak_device_mb"] for r in ok
                 )
+            if ok[0].get("peer_kernel"):
+                med["peer_kernel"] = ok[0]["peer_kernel"]
             bound = gemm / flops.train_flops(net, steps)
             med["roofline_samples_per_s"] = bound
             med["roofline_share"] = med["train_samples_per_s"] / bound
@@ -254,10 +261,21 @@ def markdown(table: dict, configs: list[str], impls: list[str], meta: dict) -> s
         "",
         "Implementations:",
     ]
-    lines += [f"- `{impl}`: {nets.NOTES[impl]}" for impl in impls]
+    lines += [f"- `{impl}`: {nets.NOTES[impl]}{_kernel(table, impl)}" for impl in impls]
     if meta["missing"]:
         lines.append(f"- not importable here (skipped): {', '.join(meta['missing'])}")
     return "\n".join(lines) + "\n"
+
+
+def _kernel(table: dict, impl: str) -> str:
+    """'; its LIF ran as `triton`' where a worker reported the peer's CUDA kernel."""
+    kernels = {r.get("peer_kernel") for r in (t.get(impl, {}) for t in table.values())}
+    kernels.discard(None)
+    return (
+        f"; on this GPU its LIF ran as `{', '.join(sorted(kernels))}`"
+        if kernels
+        else ""
+    )
 
 
 def _meta(args: argparse.Namespace, missing: list[str]) -> dict:

@@ -30,6 +30,10 @@ SNNRUN_IMPLS = (
 CPU_ONLY = ("snnrun-native", "snnrun-dense")  # the C++ loop
 CUDA_ONLY = ("snnrun-triton",)
 PEER_IMPLS = ("spikingjelly", "snntorch", "norse")
+BASELINE_IMPLS = ("torch", "torch-compiled")
+"""Plain torch, the whole network once per step, eager and under torch.compile: what
+a user writes without a library (the issue's baseline; on CUDA, compiled plain torch
+is the bar a fused kernel has to clear)."""
 TUNED = "+malloc"
 """Suffix of a peer run in a process with snnrun's allocator tuning (every snnrun
 worker has it, as ``snnrun train`` has): ``spikingjelly+malloc``."""
@@ -57,6 +61,10 @@ NOTES = {
     "allocator tuning (what every snnrun worker and `snnrun train` have)",
     "norse": "Norse 1.1 LIFBoxCell(tau_mem_inv=0.8, v_reset=0, triangle "
     "surrogate), per-step loop; W·x + b scaled by 1.25 to undo the 0.8 input gain",
+    "torch": "plain torch: the whole network once per step, LIF as tensor ops, the "
+    "rectangular surrogate as a straight-through term; torch's Adam",
+    "torch-compiled": "plain torch as above, its forward wrapped in torch.compile "
+    "(inductor, default mode)",
 }
 
 CPU = torch.device("cpu")
@@ -89,8 +97,16 @@ def build(impl: str, net: str, device: torch.device = CPU) -> tuple[nn.Module, F
     """The module (on ``device``; its parameters are trained) and its forward."""
     if impl.startswith("snnrun"):
         return _snnrun(impl, net, device)
-    builders = {"spikingjelly": _spikingjelly, "snntorch": _snntorch, "norse": _norse}
+    builders = {
+        "spikingjelly": _spikingjelly,
+        "snntorch": _snntorch,
+        "norse": _norse,
+        "torch": _plain_torch,
+        "torch-compiled": _plain_torch,
+    }
     module, forward = builders[base(impl)](net)
+    if impl == "torch-compiled":
+        forward = torch.compile(forward)
     return module.to(device), forward
 
 
@@ -246,3 +262,24 @@ def _norse(net: str) -> tuple[nn.Module, Forward]:
         return cells[i](current * gain, state)
 
     return nn.ModuleList([layers, cells]), lambda x: _per_step(net, x, cell, layers)
+
+
+def _plain_torch(net: str) -> tuple[nn.Module, Forward]:
+    """The benchmark's math in tensor ops: u[t] = τ·(1 − o[t−1])·u[t−1] + I[t],
+    o[t] = 1[u[t] ≥ V_th], dô/du = 1[|u − V_th| < 1/2] (h1, a = 1) through both o's
+    (the reset path is not detached, as everywhere here)."""
+    layers = nn.ModuleList(weight_layers(net))
+
+    def cell(i: int, current: Tensor, state):
+        u = current if state is None else DECAY * (1.0 - state[1]) * state[0] + current
+        return (spikes := rect_spike(u)), (u, spikes)
+
+    return layers, lambda x: _per_step(net, x, cell, layers)
+
+
+def rect_spike(u: Tensor) -> Tensor:
+    """1[u ≥ V_th] exactly in the forward; gradient 1[|u − V_th| < 1/2] in backward
+    (a straight-through term, u − u.detach(), that is 0 in the forward)."""
+    fired = (u >= THRESHOLD).to(u.dtype)
+    window = ((u - THRESHOLD).abs() < 0.5).to(u.dtype)
+    return fired + window * (u - u.detach())

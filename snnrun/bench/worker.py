@@ -76,7 +76,22 @@ def measure(spec: dict) -> dict:
         "malloc_tuned": malloc_tuned,
         "fused_adam": bool(optimizer.defaults.get("fused")),
         "input": source,
+        "peer_kernel": _peer_kernel(impl, device),
     }
+
+
+def _peer_kernel(impl: str, device: torch.device) -> str | None:
+    """Which LIF implementation SpikingJelly picked on CUDA (at run time: its CUDA
+    extension, Triton or torch, by what is installed), or None elsewhere."""
+    if device.type != "cuda" or nets.base(impl) != "spikingjelly":
+        return None
+    try:  # private registry: report "unknown" rather than fail the measurement
+        from spikingjelly._ops.lif import _selection
+
+        picked = {s.name for s in _selection._selections.values() if s is not None}
+    except (ImportError, AttributeError):
+        return "unknown"
+    return ",".join(sorted(picked)) or "unknown"
 
 
 def input_batch(data: str | None, batch: int) -> tuple[Tensor, Tensor, str]:

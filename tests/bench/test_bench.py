@@ -34,7 +34,7 @@ def test_every_installed_implementation_computes_the_same_forward(net: str) -> N
     """With the same weights and input spikes, every implementation gives the same
     rates (same LIF, threshold, reset, leak); the peers that are not installed are
     checked wherever they are."""
-    impls = [*nets.SNNRUN_IMPLS[:2]]
+    impls = [*nets.SNNRUN_IMPLS[:2], "torch"]
     impls += [p for p in nets.PEER_IMPLS if importable(p)]
     torch.manual_seed(0)
     x = (torch.rand(6, 3, 1, 28, 28) < 0.3).float()
@@ -59,6 +59,73 @@ def test_every_installed_implementation_computes_the_same_forward(net: str) -> N
     assert 0 < first.mean() < 1
     for impl, rates in outputs.items():
         torch.testing.assert_close(rates, first, msg=impl, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "impl", ["torch", pytest.param("torch-compiled", marks=pytest.mark.slow)]
+)
+@pytest.mark.parametrize("net", ["mlp", "cnn"])
+def test_plain_torch_has_snnruns_gradients(net: str, impl: str) -> None:
+    """The plain-torch baseline trains the same math as snnrun's reference backend:
+    the same rates and the same weight gradients (surrogate, reset path and all)."""
+    torch.manual_seed(0)
+    x = (torch.rand(5, 4, 1, 28, 28) < 0.3).float()
+    grads, rates = [], []
+    reference_layers = nets.weight_layers(net)
+    with torch.no_grad():  # strong enough that every layer fires
+        for layer in reference_layers:
+            layer.weight.mul_(6.0)
+            layer.bias.add_(0.1)
+    for name in ("snnrun-reference", impl):
+        module, forward = nets.build(name, net)
+        layers = [
+            m
+            for m in module.modules()
+            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+        ]
+        for mine, ref in zip(layers, reference_layers, strict=True):
+            mine.load_state_dict(ref.state_dict())
+        out = forward(x)
+        (out * torch.arange(1.0, 11.0)).sum().backward()
+        rates.append(out.detach())
+        grads.append([layer.weight.grad for layer in layers])
+    assert 0 < rates[0].mean() < 1
+    torch.testing.assert_close(rates[1], rates[0], atol=1e-6, rtol=0)
+    for ours, theirs in zip(*grads, strict=True):
+        assert ours.abs().sum() > 0
+        torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5)
+
+
+def test_the_table_has_a_ratio_to_compiled_plain_torch_and_names_kernels() -> None:
+    from snnrun.app import bench
+
+    def run(impl: str, rate: float, **extra) -> dict:
+        return dict(
+            impl=impl,
+            config="mlp10",
+            round=0,
+            train_samples_per_s=rate,
+            eval_samples_per_s=3 * rate,
+            activation_mb=1.0,
+            peak_rss_mb=100.0,
+            gemm_flops_per_s=1e11,
+            **extra,
+        )
+
+    raw = [
+        run("snnrun-fused", 300.0),
+        run("torch-compiled", 100.0),
+        run("spikingjelly", 150.0, peer_kernel="triton"),
+    ]
+    impls = ["snnrun-fused", "torch-compiled", "spikingjelly"]
+    table = bench.summarise(raw, ["mlp10"], impls)
+    assert table["mlp10"]["snnrun-fused"]["ratio"]["torch-compiled"] == 3.0
+    assert table["mlp10"]["snnrun-fused"]["ratio"]["spikingjelly"] == 2.0
+    meta = dict(command="c", machine="m", torch="t", batch=100, threads=2, rounds=1)
+    text = bench.markdown(table, ["mlp10"], impls, {**meta, "missing": []})
+    assert "| vs spikingjelly | vs torch-compiled |" in text
+    assert "| snnrun-fused | 300 | 2.00× | 3.00× |" in text
+    assert "its LIF ran as `triton`" in text
 
 
 @pytest.mark.slow
