@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -93,6 +94,47 @@ def _clear_stale_lock(name: str) -> None:
         time.sleep(1.0)
 
 
+def build_name(attempt: int = 0) -> str:
+    """The extension's name in torch's cache: this CPU's flags, the sources, and the
+    build attempt (0: ``-march=native``, 1: portable code)."""
+    return f"snnrun_native_lif_{_cpu_signature()}_{_sources_digest()}_{attempt}"
+
+
+@functools.lru_cache(maxsize=1)
+def _sources_digest() -> str:
+    """A digest of the C++ sources' names and contents: part of the build's name, so
+    that two copies of snnrun (two checkouts, an installed and an editable one) with
+    the same sources share one build, and different sources never overwrite it."""
+    digest = hashlib.sha256()
+    for path in SOURCES:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:10]
+
+
+def _staged(name: str) -> list[Path]:
+    """The sources, copied once into the build's own folder and compiled from there:
+    torch's build file names its sources by path, and a second copy of snnrun at
+    another path would rewrite it and rebuild (~1 min, holding the build lock) on
+    every switch between the two. Falls back to the package's files where torch's
+    folder is unknown or not writable."""
+    folder = _build_dir(name)
+    if folder is None:
+        return SOURCES
+    staged = []
+    try:
+        (folder / "src").mkdir(parents=True, exist_ok=True)
+        for path in SOURCES:
+            target = folder / "src" / path.name
+            if not target.exists():  # same name, same digest: same contents
+                partial = target.with_suffix(f".{os.getpid()}.tmp")
+                partial.write_bytes(path.read_bytes())
+                os.replace(partial, target)  # atomic: a racing process sees whole files
+            staged.append(target)
+    except OSError:
+        return SOURCES
+    return staged
+
+
 @functools.cache
 def _module() -> ModuleType | None:
     from torch.utils.cpp_extension import load
@@ -104,14 +146,14 @@ def _module() -> ModuleType | None:
     ]  # -fopenmp: at::parallel_for threads
     attempts = (("-march=native", *base), tuple(base))  # then portable code
     for index, flags in enumerate(attempts):
-        name = f"snnrun_native_lif_{_cpu_signature()}_{index}"
+        name = build_name(index)
         _clear_stale_lock(name)
         if not _built(name):
             log.info("compiling snnrun's C++ LIF kernel (once per machine, ~1 min)")
         try:
             return load(
                 name=name,
-                sources=[str(path) for path in SOURCES],
+                sources=[str(path) for path in _staged(name)],
                 extra_cflags=list(flags),
                 verbose=False,
             )

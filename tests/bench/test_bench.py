@@ -29,6 +29,27 @@ def importable(name: str) -> bool:
     return True
 
 
+def firing_layers(net: str) -> list[torch.nn.Module]:
+    """The net's plain weight layers, strong enough that every layer fires."""
+    layers = nets.weight_layers(net)
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.mul_(6.0)
+            layer.bias.add_(0.1)
+    return layers
+
+
+def built_with(impl: str, net: str, reference: list) -> tuple[list, nets.Forward]:
+    """``impl``'s network with the weights of ``reference``: (its weight layers,
+    its forward)."""
+    module, forward = nets.build(impl, net)
+    kinds = (torch.nn.Linear, torch.nn.Conv2d)
+    layers = [m for m in module.modules() if isinstance(m, kinds)]
+    for mine, ref in zip(layers, reference, strict=True):
+        mine.load_state_dict(ref.state_dict())
+    return layers, forward
+
+
 @pytest.mark.parametrize("net", ["mlp", "cnn"])
 def test_every_installed_implementation_computes_the_same_forward(net: str) -> None:
     """With the same weights and input spikes, every implementation gives the same
@@ -38,21 +59,10 @@ def test_every_installed_implementation_computes_the_same_forward(net: str) -> N
     impls += [p for p in nets.PEER_IMPLS if importable(p)]
     torch.manual_seed(0)
     x = (torch.rand(6, 3, 1, 28, 28) < 0.3).float()
-    reference_layers = nets.weight_layers(net)
-    with torch.no_grad():  # strong enough that every layer fires
-        for layer in reference_layers:
-            layer.weight.mul_(6.0)
-            layer.bias.add_(0.1)
+    reference_layers = firing_layers(net)
     outputs = {}
     for impl in impls:
-        module, forward = nets.build(impl, net)
-        layers = [
-            m
-            for m in module.modules()
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-        ]
-        for mine, ref in zip(layers, reference_layers, strict=True):
-            mine.load_state_dict(ref.state_dict())
+        _, forward = built_with(impl, net, reference_layers)
         with torch.no_grad():
             outputs[impl] = forward(x)
     first = outputs[impls[0]]
@@ -71,20 +81,9 @@ def test_plain_torch_has_snnruns_gradients(net: str, impl: str) -> None:
     torch.manual_seed(0)
     x = (torch.rand(5, 4, 1, 28, 28) < 0.3).float()
     grads, rates = [], []
-    reference_layers = nets.weight_layers(net)
-    with torch.no_grad():  # strong enough that every layer fires
-        for layer in reference_layers:
-            layer.weight.mul_(6.0)
-            layer.bias.add_(0.1)
+    reference_layers = firing_layers(net)
     for name in ("snnrun-reference", impl):
-        module, forward = nets.build(name, net)
-        layers = [
-            m
-            for m in module.modules()
-            if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
-        ]
-        for mine, ref in zip(layers, reference_layers, strict=True):
-            mine.load_state_dict(ref.state_dict())
+        layers, forward = built_with(name, net, reference_layers)
         out = forward(x)
         (out * torch.arange(1.0, 11.0)).sum().backward()
         rates.append(out.detach())

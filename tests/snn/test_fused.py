@@ -217,7 +217,7 @@ def test_a_stale_build_lock_does_not_hang_the_next_run() -> None:
     from torch.utils.cpp_extension import _get_build_directory
 
     assert native.available()
-    name = f"snnrun_native_lif_{native._cpu_signature()}_0"
+    name = native.build_name()
     lock = Path(_get_build_directory(name, verbose=False)) / "lock"
     lock.touch()
     old = time.time() - 2 * native.STALE_LOCK_S
@@ -228,6 +228,36 @@ def test_a_stale_build_lock_does_not_hang_the_next_run() -> None:
     )
     assert done.stdout.split() == ["True"], done.stderr
     assert "stale build lock" in done.stderr and not lock.exists()
+
+
+def test_two_copies_of_the_sources_share_one_build(tmp_path, monkeypatch) -> None:
+    """Another checkout (same sources, another path) compiles from the same staged
+    files, so torch's build file is not rewritten and nothing rebuilds; changed
+    sources get a build of their own."""
+    from pathlib import Path
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "cache"))
+    original = list(native.SOURCES)
+    name, staged = native.build_name(), native._staged(native.build_name())
+    assert staged[0].parent == tmp_path / "cache" / name / "src"
+    for path, copy in zip(original, staged, strict=True):
+        assert copy.read_bytes() == path.read_bytes()
+    other = tmp_path / "checkout"
+    other.mkdir()
+    copies = [other / p.name for p in original]
+    for path, copy in zip(original, copies, strict=True):
+        copy.write_bytes(path.read_bytes())
+    monkeypatch.setattr(native, "SOURCES", copies)
+    native._sources_digest.cache_clear()
+    try:
+        assert native.build_name() == name
+        assert native._staged(name) == staged
+        copies[0].write_bytes(copies[0].read_bytes() + b"\n// changed\n")
+        native._sources_digest.cache_clear()
+        assert native.build_name() != name
+    finally:
+        native._sources_digest.cache_clear()
+    assert all(isinstance(p, Path) for p in staged)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3, 5), (4, 2500), (10, 3, 1100)])
