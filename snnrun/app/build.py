@@ -314,12 +314,14 @@ def build_parts(cfg: DictConfig, rank: int = 0, world_size: int = 1) -> Parts:
     compile_net = bool(cfg.trainer.get("compile", False))
     if compile_net:
         check_compile(device)
-    check_backend(lif, device, compiling=compile_net)
+    # data, architecture and optimiser first: their errors come out in seconds, not
+    # after the first run's C++ build that checking the backend may start (~1 min)
     data = build_data(cfg)
     model = build_model(cfg, data, lif).to(device)
+    optimizer, scheduler = build_optimizer(cfg.optim, model)
+    check_backend(lif, device, compiling=compile_net)
     if compile_net:
         compile_model(model, device)
-    optimizer, scheduler = build_optimizer(cfg.optim, model)
     readout = RateReadout(str(getattr(cfg.stbp.loss_form, "value", cfg.stbp.loss_form)))
 
     encoders = tuple(

@@ -459,3 +459,24 @@ def test_weights_that_blow_up_stop_with_the_last_good_checkpoint(
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/acc")] == [
         1
     ]
+
+
+def test_config_errors_come_before_the_first_runs_kernel_build(
+    tmp_path, shared_data, monkeypatch
+) -> None:
+    """A first run on a machine builds the C++ kernels (~1 min) when it checks the
+    backend; a bad architecture, dataset or optimiser setting is reported before
+    that. Here any build would fail (no compiler, an empty extension cache): the run
+    must give the config error without trying one."""
+    monkeypatch.setenv("CXX", "/bin/false")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path / "extensions"))
+    for args, needle in (
+        (("arch.hidden=[]",), "arch.hidden is empty"),
+        (("optim.lr=nan",), "optim.lr=nan must be a finite number"),
+    ):
+        done = run_cli(tmp_path, shared_data, *args, f"paths.output_root={tmp_path}")
+        said = done.stdout + done.stderr
+        assert done.returncode == USER_ERROR and needle in said, said
+        assert "could not be built" not in said and "Traceback" not in said
+    built = tmp_path / "extensions"
+    assert not built.exists() or not any(built.iterdir())
