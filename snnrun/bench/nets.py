@@ -272,12 +272,12 @@ def _plain_torch(net: str) -> tuple[nn.Module, Forward]:
 
     def cell(i: int, current: Tensor, state):
         u = current if state is None else DECAY * (1.0 - state[1]) * state[0] + current
-        return (spikes := rect_spike(u)), (u, spikes)
+        return (spikes := _rect_spike(u)), (u, spikes)
 
     return layers, lambda x: _per_step(net, x, cell, layers)
 
 
-def rect_spike(u: Tensor) -> Tensor:
+def _rect_spike(u: Tensor) -> Tensor:
     """1[u ≥ V_th] exactly in the forward; gradient 1[|u − V_th| < 1/2] in backward
     (a straight-through term, u − u.detach(), that is 0 in the forward)."""
     fired = (u >= THRESHOLD).to(u.dtype)
