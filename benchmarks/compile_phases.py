@@ -22,10 +22,11 @@ import torch
 
 from snnrun.app.runtime import tune_allocator
 from snnrun.bench import nets
-from snnrun.bench.worker import _optimizer, input_batch
+from snnrun.bench.worker import input_batch
 from snnrun.data.encoding import bernoulli_spikes
 from snnrun.snn import native
 from snnrun.snn.memory import compact_spikes, mark_binary
+from snnrun.train.speed import make_adam
 
 PHASES = ("encode", "forward", "loss", "backward", "step", "total")
 
@@ -44,7 +45,7 @@ def _break_graphs_at_event_products() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("impl")
+    parser.add_argument("impl", choices=("snnrun-native", "snnrun-compiled"))
     parser.add_argument("net", choices=("mlp", "cnn"))
     parser.add_argument("steps", type=int)
     parser.add_argument("--graph-breaks", action="store_true")
@@ -55,7 +56,7 @@ def main() -> None:
     torch.set_num_threads(2)
     torch.manual_seed(0)
     model, forward = nets.build(args.impl, args.net, torch.device("cpu"))
-    optimizer = _optimizer(args.impl, model)
+    optimizer = make_adam(model.parameters(), 1e-3, (0.9, 0.999), 1e-8, 0.0)
     k, labels, _ = input_batch(os.environ.get("SNNRUN_DATA"), 100)
     one_hot = torch.nn.functional.one_hot(labels, 10).float()
     generator = torch.Generator().manual_seed(1)
@@ -76,7 +77,7 @@ def main() -> None:
         optimizer.step()
         marks.append(time.perf_counter())
         if i >= warmup:
-            for phase, a, b in zip(PHASES, marks, marks[1:], strict=False):
+            for phase, a, b in zip(PHASES[:-1], marks[:-1], marks[1:], strict=True):
                 times[phase].append((b - a) * 1e3)
             times["total"].append((marks[-1] - marks[0]) * 1e3)
     label = args.impl + (" --graph-breaks" if args.graph_breaks else "")
